@@ -1,0 +1,129 @@
+"""Reference default setting of OmniMotion (the official repo's configs/default.txt).
+
+This is the full-size setting for GPU users. It reproduces the reference's defaults: 8 frame pairs x
+256 points per step, K=32 samples per ray, the affine depth layer on, 100k iterations.
+
+Command (GPU):
+  omnimotion-jax run VIDEO --workdir W --config configs/default.py
+
+Hardware/runtime: sized for one modern GPU; see benchmarks/README.md for measured ms/step.
+Expected quality: the reference reports <delta^x_avg ~ 63.5 on TAP-Vid DAVIS with this config and
+RAFT input (the paper's 67.5 used configs/paper.py).
+
+Every variant (paper.py, cpu_tiny.py, ...) imports this file and overrides only what differs.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # Root PRNG seed; every random draw (init, sampling, stratification) derives from it.
+  config.seed = 1234
+
+  # ---------------------------------------------------------------------------------------------
+  # Video input and correspondence preprocessing (numpy / OpenCV, runs once per video).
+  data = config.data = ml_collections.ConfigDict()
+  # Resize frames to this (height, width) in px before anything else; None keeps the input size.
+  data.resize = None
+  # If set (px), resize so that the longer side equals this value (aspect kept). Ignored if resize set.
+  data.max_side = None
+  # Keep every `stride`-th frame of the input video (frames).
+  data.stride = 1
+  # Maximum number of frames kept after striding; None = all frames (no silent cap).
+  data.max_frames = None
+  # Correspondence backend: 'dis' (OpenCV DIS flow), 'files' (precomputed .npy), 'omnimotion_dir'.
+  data.flow_backend = 'dis'
+  # DIS preset: 'ultrafast' | 'fast' | 'medium'.
+  data.dis_preset = 'medium'
+  # Pair plan: 'exhaustive' (all N(N-1) ordered pairs) or 'banded' (sub-quadratic, see below).
+  data.pair_plan = 'banded'
+  # Banded plan: all ordered pairs with frame gap <= dense_gap (frames) get direct flow.
+  data.dense_gap = 4
+  # Banded plan: plus direct flow between frames that are multiples of long_stride apart (frames).
+  data.long_stride = 8
+  # Forward-backward cycle-consistency threshold (px): pixels with error below are reliable.
+  data.cycle_threshold = 3.0
+  # "Occluded but reliable" mask: forward-backward error above this (px) for gaps 1-2 ...
+  data.occlusion_cycle_threshold = 4.5
+  # ... while the second cycle i->j->i->j returns within this distance (px).
+  data.occlusion_return_threshold = 3.0
+  # Largest frame gap that gets the occluded-but-reliable mask (frames).
+  data.occlusion_max_gap = 2
+  # Chaining: RGB consistency threshold, L2 over RGB in [0,1] between source and chained target.
+  data.chain_rgb_threshold = 0.3
+  # Chaining and long-gap filtering: min cosine similarity of per-frame features (if given).
+  data.feature_similarity_threshold = 0.5
+  # Frame gap from which the feature-similarity check applies to direct pairs (frames).
+  data.feature_check_min_gap = 3
+  # Chain adjacent flows to long-range pairs (reference always does; we make it explicit).
+  data.chain = True
+
+  # ---------------------------------------------------------------------------------------------
+  # Model (paper Sec. 3; fact sheet Sec. 2).
+  model = config.model = ml_collections.ConfigDict()
+  # Samples per ray, K.
+  model.num_samples = 32
+  # Depth range of the local quasi-3D frame, [z_min, z_max] (normalised units; x,y span [-1, 1]).
+  model.min_depth = 0.0
+  model.max_depth = 2.0
+
+  # Time-code network: GaborNet / MFN on t = (i+1)/N, giving the per-frame latent psi_i.
+  time = model.time_net = ml_collections.ConfigDict()
+  time.hidden = 256          # Width of the MFN hidden layers.
+  time.num_layers = 2        # Number of multiplicative layers (num_layers + 1 Gabor filters).
+  time.latent_dim = 128      # Size of the per-frame latent code psi_i.
+  time.alpha = 4.5           # Gamma-prior shape numerator for filter widths gamma.
+  time.input_scale = 256.0   # Filter frequency scale (divided by sqrt(num_layers + 1)).
+  time.weight_scale = 1.0    # Hidden-layer init range sqrt(weight_scale / hidden).
+
+  # Canonical field F_theta: GaborNet on contracted canonical points -> (colour, density).
+  canon = model.canonical = ml_collections.ConfigDict()
+  canon.hidden = 512
+  canon.num_layers = 3
+  canon.alpha = 3.0
+  canon.input_scale = 256.0
+  canon.weight_scale = 1.0
+  # Density sigma = softplus(raw + density_bias).
+  canon.density_bias = -1.0
+
+  # Invertible map T_i (RealNVP-style affine coupling stack conditioned on psi_i).
+  bij = model.bijection = ml_collections.ConfigDict()
+  # Coordinate transformed by each coupling layer (0=x, 1=y, 2=z). Two permutations of (0,1,2)
+  # concatenated; stored explicitly (the reference draws them from torch's global RNG).
+  bij.permutation = (0, 1, 2, 0, 1, 2)
+  bij.hidden = (256, 256, 256)     # Hidden widths of each layer's (s, t) MLP.
+  bij.code_proj_dim = 128           # Width of each layer's frame-code projector (2-layer MLP).
+  bij.pos_proj_dim = 256            # Width of the projected positional encoding.
+  bij.pe_freqs = 4                  # Positional-encoding octaves of the two conditioning coords.
+  bij.scale_clamp = 8.0             # |s| bound of the coupling log-scale.
+  bij.leaky_slope = 0.01            # LeakyReLU negative slope.
+  # Matmul precision inside the bijection ('highest' keeps the round trip exact in float32).
+  bij.precision = 'highest'
+  # Optional per-depth 2D affine map applied before the coupling layers (local -> canonical).
+  bij.use_affine = True
+  # The reference silently builds an 8-layer ReLU MLP of width 256 here (fact sheet Sec. 8.1).
+  bij.affine_depth = 8
+  bij.affine_width = 256
+  bij.affine_pe_freqs = 4
+
+  # ---------------------------------------------------------------------------------------------
+  # Rendering (fact sheet Sec. 2.4 / 2.6).
+  render = config.render = ml_collections.ConfigDict()
+  # Added inside the transmittance product, T_k = prod_{m<k} (1 - alpha_m + eps).
+  render.transmittance_eps = 1e-10
+
+  # ---------------------------------------------------------------------------------------------
+  # Tracking / inference (fact sheet Sec. 6).
+  track = config.track = ml_collections.ConfigDict()
+  # Map with the max-weight sample (True, the reference default) or the weighted mean (False).
+  track.use_max_loc = True
+  # A point is occluded if the opacity in front of it exceeds this.
+  track.occlusion_threshold = 0.99
+  # Occlusion depth margin eps = occlusion_eps_factor * (max_depth - min_depth) / K.
+  track.occlusion_eps_factor = 1.1
+  # Queries per compiled chunk (fixed size; the last chunk is padded).
+  track.chunk_size = 4096
+
+  return config

@@ -1,0 +1,1 @@
+"""TAP-Vid evaluation, computed exactly as TapNet computes it (plus OmniMotion's TC)."""
