@@ -1,0 +1,33 @@
+"""Tiny CPU setting for tests and smoke runs: small networks, few samples, few steps.
+
+Overrides only what is needed to make a step cheap on a 2-core CPU; every other field (losses,
+schedules, thresholds) is the reference default. It is for checking that things run, not for
+tracking quality (see configs/cpu_quality.py for that).
+
+Command:  omnimotion-jax run VIDEO --workdir W --config configs/cpu_tiny.py
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.max_side = 64
+  model = config.model
+  model.num_samples = 8
+  model.time_net.hidden = 32
+  model.time_net.latent_dim = 16
+  model.canonical.hidden = 32
+  model.bijection.hidden = (32, 32)
+  model.bijection.code_proj_dim = 16
+  model.bijection.pos_proj_dim = 32
+  model.bijection.use_affine = False
+  model.bijection.affine_width = 32
+  train = config.train
+  train.num_steps = 50
+  train.num_pairs = 2
+  train.num_points = 32
+  train.log_every = 10
+  train.checkpoint_every = 25
+  config.track.chunk_size = 256
+  return config

@@ -1,0 +1,86 @@
+"""`omnimotion-jax` command line: thin argparse front-ends over library functions.
+
+Every sub-command parses its arguments and calls one library function. A `UserInputError` from the
+library is printed as one line (no traceback) and exits with status 2.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from omnimotion_jax.errors import UserInputError
+
+# Persistent XLA compilation cache: a second run of the same config skips compilation.
+DEFAULT_CACHE_DIR = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'omnimotion_jax'
+
+
+def enable_compilation_cache(cache_dir: str | os.PathLike | None = None) -> None:
+  import jax  # Imported lazily so `--help` stays fast.
+  cache_dir = Path(cache_dir or os.environ.get('OMNIMOTION_JAX_CACHE', DEFAULT_CACHE_DIR / 'xla'))
+  try:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+  except OSError:
+    return  # Read-only home: run without the cache.
+  jax.config.update('jax_compilation_cache_dir', str(cache_dir))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+
+
+def _add_config_args(p: argparse.ArgumentParser, default: str = 'default') -> None:
+  p.add_argument('--config', default=default,
+                 help=f'config file (configs/*.py) or its name, e.g. cpu_tiny (default: {default})')
+  p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                 help='override one config field, e.g. --set train.num_steps=2000 (repeatable)')
+
+
+# --- sub-commands ------------------------------------------------------------------------------
+
+def cmd_config(args) -> None:
+  """Prints the resolved config and the model's parameter counts."""
+  import jax
+  from omnimotion_jax import model as model_lib
+  from omnimotion_jax.config import config_hash, load_config
+
+  config = load_config(args.config, args.overrides)
+  print(config)
+  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  shapes = jax.eval_shape(lambda k: model_lib.init_params(model, k), jax.random.key(0))
+  print(f'config hash: {config_hash(config)}')
+  print('parameters:')
+  for name, tree in shapes.items():
+    print(f'  {name:12s} {model_lib.count_params(tree):>10,d}')
+  print(f'  {"total":12s} {model_lib.count_params(shapes):>10,d}')
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='omnimotion-jax',
+      description='OmniMotion in JAX/Flax: dense, long-range, occlusion-aware point tracking by '
+                  'test-time optimisation of one model per video.')
+  sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+
+  p = sub.add_parser('config', help='print a resolved config and the model parameter counts')
+  _add_config_args(p)
+  p.set_defaults(func=cmd_config)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if not getattr(args, 'func', None):
+    parser.print_help()
+    return 0
+  try:
+    args.func(args)
+  except UserInputError as e:
+    print(f'omnimotion-jax {args.command}: error: {e}', file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(f'omnimotion-jax {args.command}: interrupted', file=sys.stderr)
+    return 130
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

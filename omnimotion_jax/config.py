@@ -1,0 +1,93 @@
+"""Loading `configs/*.py` ConfigDict files, with command-line overrides.
+
+A config is a Python file with `get_config() -> ml_collections.ConfigDict`. Variants import
+`configs.default` and override only what differs. `--config` takes a path or a bare name
+(`cpu_tiny` -> the project's configs/cpu_tiny.py); `--set key=value` overrides single fields.
+"""
+
+import ast
+import hashlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import ml_collections
+
+from omnimotion_jax.errors import UserInputError
+
+# The project's own configs/ folder (present in a source checkout or an editable install).
+PROJECT_CONFIGS = Path(__file__).resolve().parent.parent / 'configs'
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+  path = Path(name_or_path)
+  if path.suffix == '.py' or path.exists():
+    if not path.exists():
+      raise UserInputError(f'{path}: config file not found. Pass a path to a configs/*.py file or a '
+                           f'name from {PROJECT_CONFIGS} (e.g. cpu_tiny).')
+    return path
+  candidate = PROJECT_CONFIGS / f'{name_or_path}.py'
+  if not candidate.exists():
+    known = sorted(p.stem for p in PROJECT_CONFIGS.glob('*.py') if not p.stem.startswith('_'))
+    raise UserInputError(f'--config {name_or_path}: no such config. Known names: {", ".join(known)}; '
+                         'or pass a path to a .py file with get_config().')
+  return candidate
+
+
+def load_config(name_or_path: str = 'default', overrides: list[str] | None = None
+                ) -> ml_collections.ConfigDict:
+  """Loads a config file, applies `key=value` overrides, and locks it against new keys."""
+  path = resolve_config_path(name_or_path).resolve()
+  # Variants do `from configs import default`; make `configs` importable from the file's project.
+  root = str(path.parent.parent if path.parent.name == 'configs' else PROJECT_CONFIGS.parent)
+  if root not in sys.path:
+    sys.path.insert(0, root)
+  spec = importlib.util.spec_from_file_location(f'_omnimotion_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise UserInputError(f'{path}: not a valid Python config file ({e.msg}, line {e.lineno}).') from e
+  if not hasattr(module, 'get_config'):
+    raise UserInputError(f'{path}: a config file must define get_config() returning a ConfigDict.')
+  config = module.get_config()
+  for item in overrides or []:
+    apply_override(config, item)
+  config.lock()
+  return config
+
+
+def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
+  """Sets one field from a `dotted.key=value` string (value parsed as a Python literal)."""
+  if '=' not in item:
+    raise UserInputError(f'--set {item}: expected key=value, e.g. --set train.num_steps=2000.')
+  key, raw = item.split('=', 1)
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw  # A bare string such as --set data.flow_backend=files.
+  node = config
+  parts = key.strip().split('.')
+  for part in parts[:-1]:
+    if part not in node:
+      raise UserInputError(f'--set {item}: config has no section "{part}".')
+    node = node[part]
+  if parts[-1] not in node:
+    raise UserInputError(f'--set {item}: config has no field "{key}". See configs/default.py.')
+  old = node[parts[-1]]
+  if isinstance(old, tuple) and isinstance(value, list):
+    value = tuple(value)
+  if old is not None and value is not None and isinstance(old, (int, float)) and not isinstance(
+      old, bool) and isinstance(value, (int, float)):
+    value = type(old)(value) if isinstance(old, float) else value
+  try:
+    node[parts[-1]] = value
+  except TypeError as e:
+    raise UserInputError(f'--set {item}: wrong type for {key} ({e}).') from e
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  """Short stable hash of a config's resolved values (for result files and caches)."""
+  blob = json.dumps(config.to_dict(), sort_keys=True, default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -1,0 +1,139 @@
+"""Ray sampling, alpha compositing, pixel mapping between frames, occlusion and pseudo-depth.
+
+Fact sheet Sec. 2.4, 2.6 and 6. Pixels are (x, y) raster px (integer = pixel centre) in frames of
+size H x W; frame indices are ints in [0, N). The model is applied through `model.apply`, so every
+function here is pure in `params` and can be jitted, vmapped and differentiated.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from omnimotion_jax import geometry
+from omnimotion_jax.model import OmniMotion, frame_times
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoShape:
+  """Size of the video a model is fitted to: N frames of H x W px."""
+  num_frames: int
+  height: int
+  width: int
+
+
+def compositing_weights(sigma: jax.Array, transmittance_eps: float) -> jax.Array:
+  """Blending weights w_k = alpha_k T_k along rays, [..., K] -> [..., K].
+
+  alpha = 1 - exp(-sigma) with no interval length (as in the reference), and the exclusive
+  transmittance T_k = prod_{m<k} (1 - alpha_m + eps). The weights are not normalised: sum <= 1.
+  """
+  alpha = 1.0 - jnp.exp(-sigma)
+  trans = jnp.cumprod(1.0 - alpha + transmittance_eps, axis=-1)
+  trans = jnp.concatenate([jnp.ones_like(trans[..., :1]), trans[..., :-1]], axis=-1)
+  return alpha * trans
+
+
+def composite(weights: jax.Array, values: jax.Array) -> jax.Array:
+  """sum_k w_k v_k: weights [..., K], values [..., K, C] -> [..., C]."""
+  return jnp.sum(weights[..., None] * values, axis=-2)
+
+
+def _apply(model: OmniMotion, params, *args, method):
+  return model.apply({'params': params}, *args, method=method)
+
+
+def map_pixels(model: OmniMotion, params, px: jax.Array, src_idx: jax.Array, tgt_idx: jax.Array,
+               video: VideoShape, key: jax.Array | None = None) -> dict[str, jax.Array]:
+  """Maps pixels of source frames to target frames through the canonical volume.
+
+  Args:
+    model: the OmniMotion module (static).
+    params: its parameters.
+    px: [R, 2] (x, y) raster px in the source frames.
+    src_idx: [R] int source frame per ray.
+    tgt_idx: [R] int target frame per ray.
+    video: the video's shape.
+    key: PRNG key for stratified depth samples; None = deterministic samples (inference).
+
+  Returns:
+    A dict with
+      'px_mean'    [R, 2] training mapping: the projection of sum_k w_k [z'_k in range] X'_k
+                   (not renormalised, so it shrinks towards the image centre if sum w < 1);
+      'depth_mean' [R]    its target depth;
+      'px_max'     [R, 2] inference mapping: the projection of the max-weight sample X'_argmax;
+      'depth_max'  [R]    its target depth;
+      'rgb'        [R, 3] rendered source colour sum_k w_k c_k;
+      'weights'    [R, K] source-ray blending weights;
+      'z'          [R, K] source sample depths;
+      'local_src'  [R, K, 3] source local samples X_k;
+      'canonical'  [R, K, 3] canonical samples Y_k;
+      'local_tgt'  [R, K, 3] target local samples X'_k.
+  """
+  cfg = model.config
+  num_rays = px.shape[0]
+  z = geometry.depth_samples(num_rays, cfg.num_samples, cfg.min_depth, cfg.max_depth, key)
+  uv = geometry.pixels_to_normalized(px, video.height, video.width)
+  x = geometry.ray_points(uv, z)
+  t_src = frame_times(src_idx, video.num_frames)[:, None, :]
+  t_tgt = frame_times(tgt_idx, video.num_frames)[:, None, :]
+  y, rgb, sigma, x_tgt = _apply(model, params, x, t_src, t_tgt, method=OmniMotion.correspond)
+  w = compositing_weights(sigma[..., 0], cfg.transmittance_eps)
+  z_tgt = x_tgt[..., 2]
+  in_range = (z_tgt >= cfg.min_depth) & (z_tgt <= cfg.max_depth)
+  mean = composite(w * in_range, x_tgt)
+  best = jnp.argmax(w, axis=-1)
+  max_loc = jnp.take_along_axis(x_tgt, best[:, None, None], axis=1)[:, 0]
+  to_px = lambda p: geometry.normalized_to_pixels(p[..., :2], video.height, video.width)
+  return {
+      'px_mean': to_px(mean), 'depth_mean': mean[..., 2],
+      'px_max': to_px(max_loc), 'depth_max': max_loc[..., 2],
+      'rgb': composite(w, rgb), 'weights': w, 'z': z,
+      'local_src': x, 'canonical': y, 'local_tgt': x_tgt,
+  }
+
+
+def ray_weights(model: OmniMotion, params, px: jax.Array, frame_idx: jax.Array,
+                video: VideoShape) -> tuple[jax.Array, jax.Array]:
+  """Blending weights [R, K] and depths [R, K] of deterministic rays at px [R, 2] in frames [R]."""
+  cfg = model.config
+  z = geometry.depth_samples(px.shape[0], cfg.num_samples, cfg.min_depth, cfg.max_depth)
+  x = geometry.ray_points(geometry.pixels_to_normalized(px, video.height, video.width), z)
+  t = frame_times(frame_idx, video.num_frames)[:, None, :]
+
+  def density(module, x, t):
+    return module.field(module.to_canonical(x, t))[1]
+
+  sigma = model.apply({'params': params}, x, t, method=density)
+  return compositing_weights(sigma[..., 0], cfg.transmittance_eps), z
+
+
+def occlusion_margin(model: OmniMotion, eps_factor: float) -> float:
+  """Depth margin eps = eps_factor * (max_depth - min_depth) / K of the occlusion test."""
+  cfg = model.config
+  return eps_factor * (cfg.max_depth - cfg.min_depth) / cfg.num_samples
+
+
+def occlusion_from_weights(weights: jax.Array, z: jax.Array, depth: jax.Array,
+                           margin: float) -> jax.Array:
+  """Opacity in front of a point at `depth` [...] on rays with weights/depths [..., K] -> [...]."""
+  in_front = z < (depth[..., None] - margin)
+  return jnp.sum(weights * in_front, axis=-1)
+
+
+def occlusion_score(model: OmniMotion, params, px: jax.Array, frame_idx: jax.Array,
+                    depth: jax.Array, video: VideoShape, margin: float) -> jax.Array:
+  """Occlusion score [R] of mapped points: px [R, 2], frames [R], target depths [R].
+
+  Casts a deterministic ray at each mapped pixel of its target frame and sums the blending weights
+  of the samples in front of the mapped depth (minus `margin`): 1 - transmittance in front.
+  """
+  w, z = ray_weights(model, params, px, frame_idx, video)
+  return occlusion_from_weights(w, z, depth, margin)
+
+
+def pseudo_depth(model: OmniMotion, params, px: jax.Array, frame_idx: jax.Array,
+                 video: VideoShape) -> jax.Array:
+  """Expected local depth sum_k w_k z_k [R] of deterministic rays at px [R, 2] in frames [R]."""
+  w, z = ray_weights(model, params, px, frame_idx, video)
+  return jnp.sum(w * z, axis=-1)
