@@ -29,5 +29,5 @@ def get_config():
   train.num_points = 32
   train.log_every = 10
   train.checkpoint_every = 25
-  config.track.chunk_size = 256
+  config.track.chunk_size = 1024
   return config

@@ -135,7 +135,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Hard mining (error-map sampling of points and error-weighted source frames).
   train.hard_mining_start = 20_000   # Step from which error maps are used.
   train.hard_mining_every = 20_000   # Steps between error-map refreshes.
-  train.hard_mining_fraction = 0.5   # Fraction of points drawn from the error map.
+  train.hard_mining_fraction = 0.5   # Fraction of points drawn from the error map (0 = off).
+  train.hard_mining_stride = 1       # Error maps are rendered at every stride-th pixel (px).
+  train.error_map_blur_ksize = 5     # Gaussian blur of the error maps (px, OpenCV auto sigma).
   # Loss weights and schedules (s = step, starting at 1).
   train.w_flow = 1.0                 # Flow L1 (px).
   train.w_rgb_ramp_steps = 5000      # Photometric weight w_rgb = clip(s / ramp, 0, w_rgb_max).
@@ -154,6 +156,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Bookkeeping.
   train.log_every = 100              # Steps between metric lines in metrics.jsonl.
   train.checkpoint_every = 20_000    # Steps between checkpoints.
+  train.checkpoint_keep = 3          # Newest checkpoints kept on disk.
   train.steps_per_dispatch = 1       # Train steps fused into one compiled call (lax.scan).
 
   # ---------------------------------------------------------------------------------------------

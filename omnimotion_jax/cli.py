@@ -64,6 +64,59 @@ def cmd_synth(args) -> None:
     print(f'preview: {result["preview"]}')
 
 
+def _load(args):
+  from omnimotion_jax.config import load_config
+  enable_compilation_cache()
+  return load_config(args.config, args.overrides)
+
+
+def _saved_or_given_config(args):
+  """For stages after training: the config saved in the workdir unless --config is given."""
+  from omnimotion_jax import checkpoint
+  from omnimotion_jax.config import load_config
+  enable_compilation_cache()
+  if args.config is None:
+    saved = checkpoint.load_saved_config(Path(args.workdir))
+    if saved is None:
+      raise UserInputError(f'{args.workdir}: no config.json (not trained yet?); pass --config.')
+    import ml_collections
+    config = ml_collections.ConfigDict(saved)
+    for item in args.overrides:
+      from omnimotion_jax.config import apply_override
+      apply_override(config, item)
+    return config
+  return load_config(args.config, args.overrides)
+
+
+def cmd_preprocess(args) -> None:
+  from omnimotion_jax import pipeline
+  pipeline.preprocess_stage(args.video, Path(args.workdir), _load(args))
+
+
+def cmd_train(args) -> None:
+  from omnimotion_jax import pipeline
+  state = pipeline.train_stage(_load(args), Path(args.workdir))
+  print(f'trained to step {int(state.step)} ({int(state.num_skipped)} non-finite steps skipped); '
+        f'checkpoints in {Path(args.workdir) / "checkpoints"}')
+
+
+def cmd_track(args) -> None:
+  from omnimotion_jax import pipeline
+  config = _saved_or_given_config(args)
+  queries = pipeline.load_queries(args.queries) if args.queries else None
+  out = pipeline.track_stage(config, Path(args.workdir), queries=queries, grid=args.grid,
+                             frame=args.frame, out=args.out)
+  print(f'wrote {out}')
+
+
+def cmd_run(args) -> None:
+  from omnimotion_jax import pipeline
+  outputs = pipeline.run(args.video, Path(args.workdir), _load(args), grid=args.grid,
+                         frame=args.frame)
+  for name, path in outputs.items():
+    print(f'{name}: {path}')
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='omnimotion-jax',
@@ -86,6 +139,45 @@ def build_parser() -> argparse.ArgumentParser:
                  help='frame size in px (default 128 128)')
   p.add_argument('--preview', action='store_true', help='also write an .mp4 with the GT points')
   p.set_defaults(func=cmd_synth)
+
+  p = sub.add_parser('preprocess', help='video -> sequence store (flows, masks, counts)',
+                     description='Reads a video (mp4/mov/webm/gif or a folder of jpg/png frames), '
+                                 'computes and filters correspondences, and writes '
+                                 'WORKDIR/sequence.npz. Re-running skips finished work.')
+  p.add_argument('video', help='video file, frame folder, or (data.flow_backend=omnimotion_dir) '
+                               'a sequence folder in the reference layout')
+  p.add_argument('--workdir', required=True, help='run folder')
+  _add_config_args(p)
+  p.set_defaults(func=cmd_preprocess)
+
+  p = sub.add_parser('train', help='optimise the model on a preprocessed video (resumes)',
+                     description='Test-time optimisation on WORKDIR/sequence.npz. Resumes from the '
+                                 'newest checkpoint; Ctrl-C saves a checkpoint and exits.')
+  p.add_argument('--workdir', required=True, help='run folder (after preprocess)')
+  _add_config_args(p)
+  p.set_defaults(func=cmd_train)
+
+  p = sub.add_parser('track', help='track query points or a grid with a trained model',
+                     description='Writes an .npz with tracks [N,T,2] (x,y), occluded [N,T] and '
+                                 'query_points [N,3] (t,y,x), in the input video\'s pixels.')
+  p.add_argument('--workdir', required=True, help='trained run folder')
+  q = p.add_mutually_exclusive_group(required=True)
+  q.add_argument('--queries', help='.npy of [N,3] (t,y,x) query points in input-video px')
+  q.add_argument('--grid', type=int, help='track a grid every GRID px of --frame')
+  p.add_argument('--frame', type=int, default=0, help='query frame of the grid (default 0)')
+  p.add_argument('--out', help='output .npz (default WORKDIR/tracks.npz)')
+  p.add_argument('--config', default=None, help='config (default: the one saved in WORKDIR)')
+  p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                 help='override one config field (e.g. track.occlusion_threshold=0.95)')
+  p.set_defaults(func=cmd_track)
+
+  p = sub.add_parser('run', help='preprocess + train + track a grid + pseudo-depth, in one go')
+  p.add_argument('video', help='video file or folder of frames')
+  p.add_argument('--workdir', required=True, help='run folder')
+  p.add_argument('--grid', type=int, default=8, help='grid step of the tracked points (px)')
+  p.add_argument('--frame', type=int, default=0, help='query frame of the grid')
+  _add_config_args(p)
+  p.set_defaults(func=cmd_run)
   return parser
 
 

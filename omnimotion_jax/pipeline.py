@@ -1,0 +1,200 @@
+"""Workdir-level stages: preprocess -> train -> track -> pseudo-depth -> report.
+
+A run folder ("workdir") holds everything of one video:
+  sequence.npz, preprocess.json     the preprocessed store (preprocess.py)
+  config.json, checkpoints/         resolved config and orbax checkpoints (train.py)
+  metrics.jsonl, train.json         per-step metrics and the training summary
+  snapshots/depth_XXXXXX.npy        pseudo-depth of a few frames at each checkpoint
+  tracks.npz                        tracks [Q,T,2] (x,y), occluded [Q,T], query_points [Q,3] (t,y,x)
+                                    in the INPUT video's pixels
+  depth.npy                         pseudo-depth [N,H,W] at the model's resolution
+  timings.json                      wall time per stage (s)
+The CLI sub-commands are thin wrappers over these functions.
+"""
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from omnimotion_jax import checkpoint, render, sampler, store, track, train
+from omnimotion_jax import model as model_lib
+from omnimotion_jax import preprocess as preprocess_lib
+from omnimotion_jax.errors import UserInputError
+
+TIMINGS_FILE = 'timings.json'
+TRACKS_FILE = 'tracks.npz'
+DEPTH_FILE = 'depth.npy'
+SNAPSHOT_DIR = 'snapshots'
+# Frames (as fractions of the video) whose pseudo-depth is saved at every checkpoint.
+SNAPSHOT_FRAME_FRACTIONS = (0.0, 0.5, 1.0)
+
+
+def record_timing(workdir: Path, stage: str, seconds: float) -> None:
+  path = Path(workdir) / TIMINGS_FILE
+  timings = json.loads(path.read_text()) if path.exists() else {}
+  timings[stage] = round(seconds, 3)
+  _write_text_atomic(path, json.dumps(timings, indent=2))
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  with os.fdopen(fd, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.npy')
+  with os.fdopen(fd, 'wb') as f:
+    np.save(f, array)
+  os.replace(tmp, path)
+
+
+def load_sequence(workdir: Path) -> store.SequenceData:
+  return store.load_store(Path(workdir) / preprocess_lib.STORE_NAME)
+
+
+def video_shape(seq: store.SequenceData) -> render.VideoShape:
+  return render.VideoShape(seq.num_frames, *seq.size)
+
+
+def input_scale(seq: store.SequenceData) -> tuple[float, float]:
+  """(sx, sy): model px per input px (pixel centres: x_model = (x_in + 0.5) sx - 0.5)."""
+  in_h, in_w = seq.meta.get('input_size', seq.size)
+  h, w = seq.size
+  return w / in_w, h / in_h
+
+
+def preprocess_stage(video: str, workdir: Path, config: ml_collections.ConfigDict,
+                     progress: bool = True) -> Path:
+  start = time.time()
+  path = preprocess_lib.preprocess(video, workdir, config.data, progress=progress)
+  record_timing(workdir, 'preprocess', time.time() - start)
+  return path
+
+
+def train_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool = True,
+                stop_at: int | None = None) -> train.TrainState:
+  """Trains on workdir's store (resuming), saving pseudo-depth snapshots at checkpoints."""
+  workdir = Path(workdir)
+  seq = load_sequence(workdir)
+  video = video_shape(seq)
+  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  depth_fn = track.make_depth_fn(model, video)
+  frames = sorted({int(round(f * (video.num_frames - 1))) for f in SNAPSHOT_FRAME_FRACTIONS})
+  (workdir / SNAPSHOT_DIR).mkdir(parents=True, exist_ok=True)
+
+  def snapshot(step, state):
+    depth = track.depth_maps(depth_fn, state.params, video, frames,
+                             chunk_size=config.track.chunk_size)
+    _save_npy_atomic(workdir / SNAPSHOT_DIR / f'depth_{step:06d}.npy', depth)
+
+  start = time.time()
+  state = train.fit(config, workdir, sampler.train_data(seq), progress=progress, stop_at=stop_at,
+                    on_checkpoint=snapshot)
+  record_timing(workdir, 'train', time.time() - start)
+  return state
+
+
+def load_trained(config: ml_collections.ConfigDict, workdir: Path):
+  """(model, params, seq) from workdir's store and newest checkpoint."""
+  workdir = Path(workdir)
+  seq = load_sequence(workdir)
+  video = video_shape(seq)
+  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  tx = train.make_optimizer(config.train)
+  template = jax.eval_shape(lambda k: train.create_train_state(model, tx, k, video),
+                            jax.random.PRNGKey(0))
+  mngr = checkpoint.manager(workdir / train.CHECKPOINT_DIR, config.train.checkpoint_keep)
+  state = checkpoint.restore_latest(mngr, template)
+  mngr.close()
+  if state is None:
+    raise UserInputError(f'{workdir / train.CHECKPOINT_DIR}: no checkpoint; run '
+                         f'`omnimotion-jax train --workdir {workdir}` first.')
+  return model, state.params, seq
+
+
+def load_queries(path: str | os.PathLike) -> np.ndarray:
+  path = Path(path)
+  if not path.is_file():
+    raise UserInputError(f'{path}: query file not found; pass a .npy of [N, 3] (t, y, x) px.')
+  try:
+    queries = np.load(path, allow_pickle=False)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserInputError(f'{path}: not a readable .npy file ({e}).') from None
+  if queries.ndim != 2 or queries.shape[1] != 3 or not np.isfinite(queries).all():
+    raise UserInputError(f'{path}: expected a finite float array of shape [N, 3] (t, y, x), '
+                         f'got shape {queries.shape}.')
+  return queries.astype(np.float32)
+
+
+def track_stage(config: ml_collections.ConfigDict, workdir: Path, *,
+                queries: np.ndarray | None = None, grid: int | None = None, frame: int = 0,
+                out: str | os.PathLike | None = None, progress: bool = True) -> Path:
+  """Tracks queries (t, y, x) given in INPUT-video px (or a grid) and writes an .npz."""
+  workdir = Path(workdir)
+  start = time.time()
+  model, params, seq = load_trained(config, workdir)
+  video = video_shape(seq)
+  sx, sy = input_scale(seq)
+  in_h, in_w = seq.meta.get('input_size', seq.size)
+  if queries is None:
+    if grid is None or grid < 1:
+      raise UserInputError('track: pass --queries Q.npy or --grid STEP (px, >= 1).')
+    if not 0 <= frame < video.num_frames:
+      raise UserInputError(f'--frame {frame}: the video has frames 0..{video.num_frames - 1}.')
+    grid_in = track.grid_queries(render.VideoShape(video.num_frames, in_h, in_w), grid, frame)
+    queries = grid_in
+  t = np.round(queries[:, 0])
+  if ((t < 0) | (t > video.num_frames - 1)).any():
+    raise UserInputError(f'query frames must lie in 0..{video.num_frames - 1} (of the '
+                         'preprocessed video).')
+  model_q = np.stack([t, (queries[:, 1] + 0.5) * sy - 0.5, (queries[:, 2] + 0.5) * sx - 0.5], -1)
+  margin = render.occlusion_margin(model, config.track.occlusion_eps_factor)
+  mapper = track.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc)
+  tracks, occluded = track.track_queries(mapper, params, model_q, video,
+                                         chunk_size=config.track.chunk_size,
+                                         occlusion_threshold=config.track.occlusion_threshold,
+                                         progress=progress)
+  tracks_in = np.stack([(tracks[..., 0] + 0.5) / sx - 0.5, (tracks[..., 1] + 0.5) / sy - 0.5], -1)
+  out = Path(out) if out is not None else workdir / TRACKS_FILE
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f'.{out.name}.', suffix='.npz')
+  with os.fdopen(fd, 'wb') as f:
+    np.savez(f, tracks=tracks_in.astype(np.float32), occluded=occluded,
+             query_points=queries.astype(np.float32))
+  os.replace(tmp, out)
+  record_timing(workdir, 'track', time.time() - start)
+  return out
+
+
+def depth_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool = True) -> Path:
+  """Pseudo-depth of every frame at the model's resolution -> workdir/depth.npy."""
+  workdir = Path(workdir)
+  start = time.time()
+  model, params, seq = load_trained(config, workdir)
+  video = video_shape(seq)
+  depth = track.depth_maps(track.make_depth_fn(model, video), params, video,
+                           np.arange(video.num_frames), chunk_size=config.track.chunk_size,
+                           progress=progress)
+  path = workdir / DEPTH_FILE
+  _save_npy_atomic(path, depth.astype(np.float32))
+  record_timing(workdir, 'depth', time.time() - start)
+  return path
+
+
+def run(video: str, workdir: Path, config: ml_collections.ConfigDict, *, grid: int = 8,
+        frame: int = 0, progress: bool = True) -> dict[str, Path]:
+  """preprocess + train + track a grid + pseudo-depth (+ the report when available)."""
+  workdir = Path(workdir)
+  outputs = {'store': preprocess_stage(video, workdir, config, progress)}
+  train_stage(config, workdir, progress)
+  outputs['tracks'] = track_stage(config, workdir, grid=grid, frame=frame, progress=progress)
+  outputs['depth'] = depth_stage(config, workdir, progress)
+  return outputs

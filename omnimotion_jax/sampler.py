@@ -1,0 +1,213 @@
+"""Sampling frame pairs and points inside the jitted train step (fact sheet Sec. 4).
+
+Everything here is jax with static shapes, driven by one PRNG key per step, and reads from the
+device-resident `TrainData` built once from the sequence store. There is no Python data loader.
+
+Per step, for each of `num_pairs` samples:
+  1. a source frame i: uniform, or (with hard mining on) proportional to the frame's mapping error;
+  2. a stored pair (i, j) with 1 <= |i-j| <= M, where the max gap M = min(M0 + step // grow, N-1):
+     adjacent pairs share `adjacent_mass` of the probability, the others the rest in proportion
+     to their valid-pixel counts;
+  3. `num_points` pixels of frame i among the pair's valid pixels (all pixels for adjacent pairs,
+     cycle-consistent or occluded-but-reliable ones otherwise), with probability proportional to
+     1/sqrt(count + 1) (pixels with few reliable correspondences first); with hard mining on, a
+     fraction of them instead proportional to the blurred error map;
+  4. with probability `swap_prob` the direction is swapped: the flow target becomes the (subpixel)
+     source, and only cycle-consistent points keep their weight.
+Per-point weight: cos((|i-j| - 1) / M * pi / 2), zero if the pair has no valid pixel.
+"""
+
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@flax.struct.dataclass
+class TrainData:
+  """Device-resident supervision for one video (fixed shapes; P stored pairs).
+
+  Attributes:
+    frames: [N, H, W, 3] float32 colours in [0, 1].
+    pairs: [P, 2] int32 (i, j): the flow maps pixels of frame i into frame j.
+    flows: [P, H, W, 2] float16 (dx, dy) px.
+    cycle: [P, H, W] bool, cycle-consistent (reliable and co-visible) pixels.
+    occluded: [P, H, W] bool, reliable but occluded in j (gaps 1-2 only).
+    counts: [N, H, W] float32, number of valid correspondences of each pixel.
+    pair_counts: [P] float32, valid pixels per pair.
+    adjacent_pair: [N] int32, index of pair (i, i+1) (for the last frame, (N-1, N-2)).
+  """
+  frames: jax.Array
+  pairs: jax.Array
+  flows: jax.Array
+  cycle: jax.Array
+  occluded: jax.Array
+  counts: jax.Array
+  pair_counts: jax.Array
+  adjacent_pair: jax.Array
+
+  @property
+  def shape(self) -> tuple[int, int, int]:
+    """(N, H, W)."""
+    return self.frames.shape[:3]
+
+
+def adjacent_pair_index(pairs: np.ndarray, num_frames: int) -> np.ndarray:
+  """[N] index into `pairs` of (i, i+1) for each frame, and (N-1, N-2) for the last one."""
+  lookup = {(int(i), int(j)): p for p, (i, j) in enumerate(pairs)}
+  out = []
+  for i in range(num_frames):
+    target = (i, i + 1) if i < num_frames - 1 else (i, i - 1)
+    if target not in lookup:
+      raise ValueError(f'the pair plan lacks adjacent pair {target}; every plan must include all '
+                       'adjacent pairs in both directions.')
+    out.append(lookup[target])
+  return np.asarray(out, np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+  """Explicit sampling parameters (from config.train)."""
+  num_pairs: int
+  num_points: int
+  max_gap_start: int
+  max_gap_grow_every: int
+  adjacent_mass: float
+  swap_prob: float
+  hard_mining_fraction: float
+
+
+@flax.struct.dataclass
+class Batch:
+  """One step's supervision: B pairs x R points.
+
+  Attributes:
+    src: [B] int32 source frame; tgt: [B] int32 target frame.
+    px_src: [B, R, 2] (x, y) px in the source frame (integer centres, or subpixel if swapped).
+    px_tgt: [B, R, 2] (x, y) px, the flow target in the target frame.
+    rgb_src: [B, R, 3] colour of the source frame at px_src (zero outside the frame).
+    weights: [B, R] per-point weight (pair-gap weight times validity).
+    max_gap: [] int32, the current max gap M.
+  """
+  src: jax.Array
+  tgt: jax.Array
+  px_src: jax.Array
+  px_tgt: jax.Array
+  rgb_src: jax.Array
+  weights: jax.Array
+  max_gap: jax.Array
+
+
+def bilinear(image: jax.Array, px: jax.Array) -> jax.Array:
+  """Samples image [H, W, C] at px [..., 2] (x, y) with pixel centres at integers; zero outside."""
+  h, w = image.shape[:2]
+  x, y = px[..., 0], px[..., 1]
+  x0, y0 = jnp.floor(x), jnp.floor(y)
+  out = 0.0
+  for dx in (0, 1):
+    for dy in (0, 1):
+      xi, yi = x0 + dx, y0 + dy
+      wt = (1.0 - jnp.abs(x - xi)) * (1.0 - jnp.abs(y - yi))
+      inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
+      v = image[jnp.clip(yi, 0, h - 1).astype(jnp.int32), jnp.clip(xi, 0, w - 1).astype(jnp.int32)]
+      out = out + jnp.where(inside, wt, 0.0)[..., None] * v
+  return out
+
+
+def max_gap(step: jax.Array, num_frames: int, start: int, grow_every: int) -> jax.Array:
+  return jnp.minimum(start + step // grow_every, num_frames - 1)
+
+
+def pair_logits(data: TrainData, src: jax.Array, gap_limit: jax.Array,
+                adjacent_mass: float) -> jax.Array:
+  """Log-probabilities [B, P] of each stored pair given source frames src [B]."""
+  gaps = jnp.abs(data.pairs[:, 1] - data.pairs[:, 0])
+  cand = (data.pairs[None, :, 0] == src[:, None]) & (gaps[None] <= gap_limit) & (gaps[None] >= 1)
+  adjacent = cand & (gaps[None] == 1)
+  far = cand & (gaps[None] > 1)
+  n_adj = jnp.sum(adjacent, axis=1, keepdims=True)
+  far_counts = jnp.where(far, data.pair_counts[None], 0.0)
+  far_total = jnp.sum(far_counts, axis=1, keepdims=True)
+  # Adjacent pairs share adjacent_mass; if no far pair has valid pixels they get everything.
+  adj_share = jnp.where(far_total > 0, adjacent_mass, 1.0)
+  probs = (jnp.where(adjacent, adj_share / jnp.maximum(n_adj, 1), 0.0)
+           + (1.0 - adj_share) * far_counts / jnp.maximum(far_total, 1e-12))
+  return jnp.where(probs > 0, jnp.log(jnp.maximum(probs, 1e-30)), -jnp.inf)
+
+
+def _inverse_cdf(key: jax.Array, weights: jax.Array, num: int) -> jax.Array:
+  """num draws (with replacement) from unnormalised weights [B, M] -> [B, num] int32 indices."""
+  cdf = jnp.cumsum(weights, axis=-1)
+  u = jax.random.uniform(key, (weights.shape[0], num)) * cdf[:, -1:]
+  idx = jax.vmap(lambda c, q: jnp.searchsorted(c, q, side='right'))(cdf, u)
+  return jnp.minimum(idx, weights.shape[-1] - 1).astype(jnp.int32)
+
+
+def sample_batch(key: jax.Array, data: TrainData, step: jax.Array, cfg: SamplerConfig,
+                 error_map: jax.Array, frame_error: jax.Array, hard_mining: jax.Array) -> Batch:
+  """Draws one step's pairs and points. See the module docstring.
+
+  Args:
+    key: this step's key (fold_in(root, step)).
+    data: the video's TrainData.
+    step: [] int32 0-based step.
+    cfg: sampling parameters.
+    error_map: [N, H, W] float32 blurred mapping error of adjacent flows (hard mining).
+    frame_error: [N] float32 mean mapping error per frame.
+    hard_mining: [] bool, whether error-based sampling is active at this step.
+  """
+  n, h, w = data.shape
+  b, r = cfg.num_pairs, cfg.num_points
+  k_src, k_pair, k_pts, k_hard, k_swap = jax.random.split(key, 5)
+
+  frame_logits = jnp.where(hard_mining, jnp.log(jnp.maximum(frame_error, 1e-12)), 0.0)
+  src = jax.random.categorical(k_src, frame_logits, shape=(b,)).astype(jnp.int32)
+  gap_limit = max_gap(step, n, cfg.max_gap_start, cfg.max_gap_grow_every)
+  pair = jax.random.categorical(k_pair, pair_logits(data, src, gap_limit, cfg.adjacent_mass),
+                                axis=-1).astype(jnp.int32)
+  tgt = data.pairs[pair, 1]
+  gap = jnp.abs(tgt - src)
+
+  cycle = data.cycle[pair].reshape(b, h * w)
+  valid = jnp.where((gap == 1)[:, None], True, cycle | data.occluded[pair].reshape(b, h * w))
+  has_valid = jnp.any(valid, axis=-1)
+  # A pair without valid pixels keeps all pixels as placeholders and gets zero weight.
+  valid = valid | ~has_valid[:, None]
+  base_w = valid / jnp.sqrt(data.counts[src].reshape(b, h * w) + 1.0)
+  idx = _inverse_cdf(k_pts, base_w, r)
+  num_hard = int(round(r * cfg.hard_mining_fraction))
+  if num_hard > 0:
+    hard_w = valid * error_map[src].reshape(b, h * w)
+    hard_w = jnp.where(jnp.sum(hard_w, -1, keepdims=True) > 0, hard_w, base_w)
+    hard_idx = _inverse_cdf(k_hard, hard_w, num_hard)
+    idx = jnp.where(hard_mining, idx.at[:, :num_hard].set(hard_idx), idx)
+
+  ys, xs = idx // w, idx % w
+  px1 = jnp.stack([xs, ys], -1).astype(jnp.float32)
+  px2 = px1 + data.flows[pair[:, None], ys, xs].astype(jnp.float32)
+  rgb1 = data.frames[src[:, None], ys, xs]
+  in_cycle = jnp.take_along_axis(cycle, idx, axis=-1)
+
+  weight = jnp.cos((gap - 1).astype(jnp.float32) / jnp.maximum(gap_limit, 1) * (jnp.pi / 2))
+  weight = jnp.where(has_valid, weight, 0.0)[:, None] * jnp.ones((b, r))
+
+  swap = jax.random.bernoulli(k_swap, cfg.swap_prob, (b,))
+  rgb2 = jax.vmap(bilinear)(data.frames[tgt], px2)
+  sw = swap[:, None]
+  return Batch(
+      src=jnp.where(swap, tgt, src), tgt=jnp.where(swap, src, tgt),
+      px_src=jnp.where(sw[..., None], px2, px1), px_tgt=jnp.where(sw[..., None], px1, px2),
+      rgb_src=jnp.where(sw[..., None], rgb2, rgb1),
+      weights=jnp.where(sw, weight * in_cycle, weight),
+      max_gap=gap_limit)
+
+
+def train_data(seq) -> TrainData:
+  """TrainData (numpy) from a loaded sequence store (`store.SequenceData`)."""
+  return TrainData(
+      frames=seq.frames.astype(np.float32) / 255.0, pairs=seq.pairs.astype(np.int32),
+      flows=seq.flows.astype(np.float16), cycle=seq.cycle, occluded=seq.occluded,
+      counts=seq.counts.astype(np.float32), pair_counts=seq.pair_counts.astype(np.float32),
+      adjacent_pair=adjacent_pair_index(seq.pairs, seq.frames.shape[0]))

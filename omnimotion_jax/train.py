@@ -1,0 +1,371 @@
+"""Test-time optimisation: the train state, the jitted train step, and the resumable loop.
+
+One pure `train_step(state, data, root_key) -> (state, metrics)`, jitted once with the state
+donated. All per-step randomness comes from `fold_in(root_key, state.step)`, and everything that
+changes during training (params, optimiser state, hard-mining error maps, the skip counter) lives in
+the state and is checkpointed, so a resumed run continues bit-identically.
+"""
+
+import dataclasses
+import json
+import signal
+import time
+from pathlib import Path
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from omnimotion_jax import checkpoint, losses, render, sampler, track
+from omnimotion_jax import model as model_lib
+from omnimotion_jax.errors import UserInputError
+
+PARAM_GROUPS = ('time_net', 'bijection', 'canonical')
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that evolves during optimisation.
+
+  Attributes:
+    step: [] int32, number of steps taken (0-based index of the next step).
+    params: model parameters.
+    opt_state: optax state.
+    num_skipped: [] int32, steps skipped because the loss or a gradient was not finite.
+    error_map: [N, H, W] float32, blurred adjacent-flow mapping error (hard mining).
+    frame_error: [N] float32, mean adjacent-flow mapping error per frame (hard mining).
+  """
+  step: jax.Array
+  params: dict
+  opt_state: optax.OptState
+  num_skipped: jax.Array
+  error_map: jax.Array
+  frame_error: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """Explicit loss weights and schedule constants (from config.train)."""
+  w_flow: float
+  w_rgb_ramp_steps: int
+  w_rgb_max: float
+  w_flow_grad_ramp_steps: int
+  w_flow_grad_max: float
+  w_depth_range: float
+  w_distortion_start: int
+  w_distortion_ramp_steps: int
+  w_distortion_max: float
+  w_smooth: float
+  smooth_points_fraction: float
+  drop_max_error: bool
+
+  def weights(self, step: jax.Array) -> dict[str, jax.Array]:
+    return losses.loss_weights(
+        step, w_flow=self.w_flow, w_rgb_ramp_steps=self.w_rgb_ramp_steps,
+        w_rgb_max=self.w_rgb_max, w_flow_grad_ramp_steps=self.w_flow_grad_ramp_steps,
+        w_flow_grad_max=self.w_flow_grad_max, w_depth_range=self.w_depth_range,
+        w_distortion_start=self.w_distortion_start,
+        w_distortion_ramp_steps=self.w_distortion_ramp_steps,
+        w_distortion_max=self.w_distortion_max, w_smooth=self.w_smooth)
+
+
+def loss_config(train_cfg: ml_collections.ConfigDict) -> LossConfig:
+  return LossConfig(**{f.name: train_cfg[f.name] for f in dataclasses.fields(LossConfig)})
+
+
+def sampler_config(train_cfg: ml_collections.ConfigDict) -> sampler.SamplerConfig:
+  return sampler.SamplerConfig(
+      **{f.name: train_cfg[f.name] for f in dataclasses.fields(sampler.SamplerConfig)})
+
+
+def lr_schedules(train_cfg: ml_collections.ConfigDict) -> dict[str, optax.Schedule]:
+  """Step-decay (StepLR) schedule per parameter group."""
+  base = {'time_net': train_cfg.lr_time_net, 'bijection': train_cfg.lr_bijection,
+          'canonical': train_cfg.lr_canonical}
+  return {name: optax.exponential_decay(lr, transition_steps=train_cfg.lr_decay_every,
+                                        decay_rate=train_cfg.lr_decay_factor, staircase=True)
+          for name, lr in base.items()}
+
+
+def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam with one learning-rate schedule per group (time net, bijection, canonical field)."""
+  adam = lambda sched: optax.adam(sched, b1=train_cfg.adam_b1, b2=train_cfg.adam_b2,
+                                  eps=train_cfg.adam_eps)
+  tx = optax.multi_transform({k: adam(s) for k, s in lr_schedules(train_cfg).items()},
+                             lambda params: {k: k for k in params})
+  if train_cfg.grad_clip_norm > 0:
+    # A global norm (the reference's clip, when enabled, was per tensor).
+    tx = optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip_norm), tx)
+  return tx
+
+
+def create_train_state(model: model_lib.OmniMotion, tx: optax.GradientTransformation,
+                       key: jax.Array, video: render.VideoShape) -> TrainState:
+  params = model_lib.init_params(model, key)
+  n, h, w = video.num_frames, video.height, video.width
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    num_skipped=jnp.zeros((), jnp.int32), error_map=jnp.ones((n, h, w)),
+                    frame_error=jnp.ones((n,)))
+
+
+def _inside(px: jax.Array, video: render.VideoShape) -> jax.Array:
+  return ((px[..., 0] >= 0) & (px[..., 0] <= video.width - 1)
+          & (px[..., 1] >= 0) & (px[..., 1] <= video.height - 1))
+
+
+def compute_losses(model: model_lib.OmniMotion, params, batch: sampler.Batch, key: jax.Array,
+                   video: render.VideoShape, cfg: LossConfig) -> dict[str, jax.Array]:
+  """All loss terms (unweighted) for one batch; fact sheet Sec. 3."""
+  b, r = batch.weights.shape
+  mcfg = model.config
+  src = jnp.repeat(batch.src, r)
+  tgt = jnp.repeat(batch.tgt, r)
+  out = render.map_pixels(model, params, batch.px_src.reshape(-1, 2), src, tgt, video, key=key)
+  pred = out['px_mean']
+  target = batch.px_tgt.reshape(-1, 2)
+  weights = batch.weights.reshape(-1)
+  gt_rgb = batch.rgb_src.reshape(-1, 3)
+  in_image = _inside(pred, video)  # The flow loss masks on the predicted location.
+  rgb_mask = _inside(batch.px_src.reshape(-1, 2), video)
+  z_tgt = out['local_tgt'][..., 2]
+  in_range = (z_tgt >= mcfg.min_depth) & (z_tgt <= mcfg.max_depth)
+  drop = cfg.drop_max_error
+  terms = {
+      'flow': losses.flow_loss(pred, target, weights, in_image, drop_max=drop),
+      'rgb': losses.photometric_loss(out['rgb'], gt_rgb, rgb_mask),
+      'rgb_grad': losses.rgb_grad_loss(out['rgb'], gt_rgb, rgb_mask, drop_max=drop),
+      'flow_grad': losses.flow_grad_loss(pred, target, weights, in_image, drop_max=drop),
+      'depth_range': losses.depth_range_loss(z_tgt, mcfg.min_depth, mcfg.max_depth),
+      'distortion': losses.distortion_loss(out['weights'] * in_range, out['z']),
+  }
+  # Smoothness: the first fraction of each pair's rays, all samples, mapped to frames i-1, i+1.
+  # The canonical samples of the main pass are reused instead of mapping them again.
+  s = max(1, int(r * cfg.smooth_points_fraction))
+  k = mcfg.num_samples
+  y = out['canonical'].reshape(b, r, k, 3)[:, :s]
+  x = out['local_src'].reshape(b, r, k, 3)[:, :s]
+  n = video.num_frames
+  t_prev = model_lib.frame_times(jnp.clip(batch.src - 1, 0, n - 1), n)[:, None, None, :]
+  t_next = model_lib.frame_times(jnp.clip(batch.src + 1, 0, n - 1), n)[:, None, None, :]
+  to_local = lambda y, t: model.apply({'params': params}, y, t,
+                                      method=model_lib.OmniMotion.to_local)
+  x_prev, x_next = to_local(y, t_prev), to_local(y, t_next)
+  has_both = (batch.src >= 1) & (batch.src <= n - 2)
+  terms['smooth'] = losses.smoothness_loss(
+      x_prev.reshape(b * s, k, 3), x.reshape(b * s, k, 3), x_next.reshape(b * s, k, 3),
+      jnp.repeat(has_both, s), drop_max=drop)
+  terms['_in_image_frac'] = jnp.mean(in_image)
+  return terms
+
+
+def _tree_all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformation,
+                    video: render.VideoShape, samp_cfg: sampler.SamplerConfig,
+                    loss_cfg: LossConfig, hard_mining_start: int, schedules=None):
+  """Builds the pure `train_step(state, data, root_key) -> (state, metrics)`."""
+
+  def train_step(state: TrainState, data: sampler.TrainData, root_key: jax.Array):
+    key = jax.random.fold_in(root_key, state.step)
+    k_batch, k_strat = jax.random.split(key)
+    hard = state.step >= hard_mining_start
+    batch = sampler.sample_batch(k_batch, data, state.step, samp_cfg, state.error_map,
+                                 state.frame_error, hard)
+    weights = loss_cfg.weights(state.step)
+
+    def loss_fn(params):
+      terms = compute_losses(model, params, batch, k_strat, video, loss_cfg)
+      total = losses.total_loss({k: v for k, v in terms.items() if not k.startswith('_')}, weights)
+      return total, terms
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+    # Zero non-finite gradients before the update so no NaN enters the optimiser state; the
+    # result is then discarded anyway when the step is skipped.
+    safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, 0.0), grads)
+    updates, opt_state = tx.update(safe_grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = state.replace(
+        step=state.step + 1, params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        num_skipped=state.num_skipped + (~finite).astype(jnp.int32))
+    metrics = {f'loss/{k}': v for k, v in terms.items() if not k.startswith('_')}
+    metrics.update({
+        'loss': loss, 'grad_norm': optax.global_norm(grads), 'finite': finite,
+        'in_image_frac': terms['_in_image_frac'], 'max_gap': batch.max_gap,
+        'valid_weight_frac': jnp.mean(batch.weights > 0), 'hard_mining': hard,
+        'num_skipped': new_state.num_skipped,
+    })
+    if schedules:
+      metrics.update({f'lr/{k}': s(state.step) for k, s in schedules.items()})
+    return new_state, metrics
+
+  return train_step
+
+
+def make_multi_step(train_step, num_steps: int):
+  """`num_steps` train steps in one compiled call (lax.scan); returns the last step's metrics."""
+  if num_steps == 1:
+    return train_step
+
+  def multi_step(state, data, root_key):
+    def body(state, _):
+      return train_step(state, data, root_key)
+
+    state, metrics = jax.lax.scan(body, state, None, length=num_steps)
+    return state, jax.tree_util.tree_map(lambda m: m[-1], metrics)
+
+  return multi_step
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop: resume, dispatch, hard-mining refresh, logging, checkpoints, signals.
+
+METRICS_FILE = 'metrics.jsonl'
+CHECKPOINT_DIR = 'checkpoints'
+SUMMARY_FILE = 'train.json'
+
+
+def validate_schedule(train_cfg: ml_collections.ConfigDict) -> None:
+  """Every event step must fall on a dispatch boundary (so resumed runs replay exactly)."""
+  k = train_cfg.steps_per_dispatch
+  for name in ('log_every', 'checkpoint_every', 'hard_mining_start', 'hard_mining_every'):
+    if train_cfg[name] % k:
+      raise UserInputError(f'train.{name}={train_cfg[name]} must be a multiple of '
+                           f'train.steps_per_dispatch={k}.')
+  if train_cfg.num_points < 2 or train_cfg.num_pairs < 1:
+    raise UserInputError('train.num_pairs must be >= 1 and train.num_points >= 2.')
+
+
+class _StopFlag:
+  """Turns SIGINT/SIGTERM into a flag checked between dispatches (then checkpoint and exit)."""
+
+  def __init__(self):
+    self.stop = False
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread: no handlers, stop only via stop_at.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.stop:  # Second signal: give up immediately.
+      signal.default_int_handler(signum, None)
+    self.stop = True
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+  """Drops log lines past `step` (written after the checkpoint a resumed run restarts from)."""
+  if not path.exists():
+    return
+  lines = [l for l in path.read_text().splitlines() if l and json.loads(l)['step'] <= step]
+  path.write_text(''.join(l + '\n' for l in lines))
+
+
+def _to_python(metrics: dict) -> dict:
+  return {k: (v.item() if hasattr(v, 'item') else v) for k, v in jax.device_get(metrics).items()}
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.TrainData, *,
+        flows_adjacent: np.ndarray | None = None, progress: bool = True,
+        stop_at: int | None = None, on_checkpoint=None) -> TrainState:
+  """Optimises the model for `config.train.num_steps`, resuming from `workdir` if possible.
+
+  Args:
+    config: the full config.
+    workdir: run folder; holds checkpoints/, config.json, metrics.jsonl, train.json.
+    data: the video's TrainData (numpy or jax arrays).
+    flows_adjacent: [N, H, W, 2] input adjacent flows, for hard-mining error maps (defaults to
+      the stored pairs listed in data.adjacent_pair).
+    progress: show a progress bar.
+    stop_at: stop (with a checkpoint) once this step is reached, as if interrupted.
+    on_checkpoint: optional callback(step, state) run at every periodic and final checkpoint
+      (e.g. pseudo-depth snapshots for the report).
+
+  Returns:
+    The final (or interrupted) TrainState.
+  """
+  tc = config.train
+  validate_schedule(tc)
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  n, h, w = data.frames.shape[:3]
+  video = render.VideoShape(n, h, w)
+  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  tx = make_optimizer(tc)
+  init_key, loop_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  if flows_adjacent is None:
+    flows_adjacent = np.asarray(data.flows)[np.asarray(data.adjacent_pair)]
+  data = jax.device_put(data)
+
+  state = create_train_state(model, tx, init_key, video)
+  mngr = checkpoint.manager(workdir / CHECKPOINT_DIR, tc.checkpoint_keep)
+  restored = checkpoint.restore_latest(mngr, state)
+  if restored is not None:
+    state = restored
+  checkpoint.save_config(workdir, config)
+  start_step = int(state.step)
+  metrics_path = workdir / METRICS_FILE
+  _trim_metrics(metrics_path, start_step)
+
+  train_step = make_train_step(model, tx, video, sampler_config(tc), loss_config(tc),
+                               tc.hard_mining_start, lr_schedules(tc))
+  multi = jax.jit(make_multi_step(train_step, tc.steps_per_dispatch), donate_argnums=0)
+  single = jax.jit(train_step, donate_argnums=0) if tc.steps_per_dispatch > 1 else multi
+  mapper = None
+  step = start_step
+  t_start = time.time()
+  bar = tqdm(total=tc.num_steps, initial=step, desc='train', disable=not progress,
+             dynamic_ncols=True)
+  with _StopFlag() as flag, metrics_path.open('a') as log:
+    while step < tc.num_steps and not flag.stop and (stop_at is None or step < stop_at):
+      if (tc.hard_mining_fraction > 0 and step >= tc.hard_mining_start
+          and (step - tc.hard_mining_start) % tc.hard_mining_every == 0):
+        if mapper is None:
+          mapper = track.make_mapper(model, video, occlusion_margin=0.0, with_occlusion=False)
+        error_map, frame_error = track.adjacent_error_maps(
+            mapper, state.params, flows_adjacent, video, stride=tc.hard_mining_stride,
+            chunk_size=config.track.chunk_size, blur_ksize=tc.error_map_blur_ksize)
+        state = state.replace(error_map=jnp.asarray(error_map), frame_error=jnp.asarray(frame_error))
+      num = tc.steps_per_dispatch if step + tc.steps_per_dispatch <= tc.num_steps else 1
+      state, metrics = (multi if num > 1 or single is multi else single)(state, data, loop_key)
+      step += num
+      bar.update(num)
+      if step % tc.log_every == 0 or step == tc.num_steps:
+        m = _to_python(metrics)
+        m.update(step=step, wall_s=round(time.time() - t_start, 3))
+        log.write(json.dumps(m) + '\n')
+        log.flush()
+        bar.set_postfix({'loss': f'{m["loss"]:.3f}', 'flow': f'{m["loss/flow"]:.2f}',
+                         'rgb': f'{m["loss/rgb"]:.4f}', 'skip': m['num_skipped']}, refresh=False)
+      if step % tc.checkpoint_every == 0 and step < tc.num_steps:
+        checkpoint.save(mngr, step, state)
+        if on_checkpoint:
+          on_checkpoint(step, state)
+    bar.close()
+    checkpoint.save(mngr, step, state, wait=True)
+    if on_checkpoint and step > start_step:
+      on_checkpoint(step, state)
+  mngr.close()
+  elapsed = time.time() - t_start
+  summary = {'steps_done': step, 'start_step': start_step, 'wall_s': elapsed,
+             'steps_per_s': (step - start_step) / max(elapsed, 1e-9),
+             'num_skipped': int(state.num_skipped), 'finished': step >= tc.num_steps}
+  (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+  return state
