@@ -198,7 +198,7 @@ def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformatio
         num_skipped=state.num_skipped + (~finite).astype(jnp.int32))
     metrics = {f'loss/{k}': v for k, v in terms.items() if not k.startswith('_')}
     metrics.update({
-        'loss': loss, 'grad_norm': optax.global_norm(grads), 'finite': finite,
+        'loss': loss, 'grad_norm': optax.tree.norm(grads), 'finite': finite,
         'in_image_frac': terms['_in_image_frac'], 'max_gap': batch.max_gap,
         'valid_weight_frac': jnp.mean(batch.weights > 0), 'hard_mining': hard,
         'num_skipped': new_state.num_skipped,
