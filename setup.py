@@ -34,6 +34,7 @@ setup(
         'tqdm',
         'scikit-image>=0.21',
         'matplotlib',
+        'pillow',
     ],
     extras_require={
         'cuda12': ['jax[cuda12]'],

@@ -59,6 +59,13 @@ def get_config() -> ml_collections.ConfigDict:
   data.feature_check_min_gap = 3
   # Chain adjacent flows to long-range pairs (reference always does; we make it explicit).
   data.chain = True
+  # Largest stored frame gap (frames); None = N - 1.
+  data.max_gap = None
+  # 'files' backend: folder of precomputed flows and their filename pattern (input frame indices).
+  data.flow_dir = None
+  data.flow_pattern = '{i:05d}_{j:05d}.npy'
+  # Optional folder of per-frame appearance features (one [h, w, C] .npy per frame).
+  data.features_dir = None
 
   # ---------------------------------------------------------------------------------------------
   # Model (paper Sec. 3; fact sheet Sec. 2).

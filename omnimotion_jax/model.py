@@ -7,6 +7,7 @@ per sample.
 """
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -97,12 +98,19 @@ class OmniMotion(nn.Module):
     return x_back, rgb, sigma
 
 
-def init_params(model: OmniMotion, key: jax.Array) -> dict:
-  """Initial parameters of `model` (the `params` collection)."""
+@functools.lru_cache(maxsize=16)
+def _jitted_init(config: ModelConfig):
+  # One compiled initialiser per model config and process: its many RNG calls take XLA seconds
+  # to compile on CPU, and eager op-by-op init is no faster.
+  model = OmniMotion(config)
   x = jnp.zeros((1, 1, 3), jnp.float32)
   t = jnp.ones((1, 1, 1), jnp.float32)
-  # Jitted: eager op-by-op init of ~3M parameters takes seconds on CPU.
-  return jax.jit(model.init)(key, x, t)['params']
+  return jax.jit(lambda key: model.init(key, x, t)['params'])
+
+
+def init_params(model: OmniMotion, key: jax.Array) -> dict:
+  """Initial parameters of `model` (the `params` collection)."""
+  return _jitted_init(model.config)(key)
 
 
 def count_params(tree) -> int:

@@ -7,6 +7,7 @@ the state and is checkpointed, so a resumed run continues bit-identically.
 """
 
 import dataclasses
+import functools
 import json
 import signal
 import time
@@ -82,8 +83,26 @@ def sampler_config(train_cfg: ml_collections.ConfigDict) -> sampler.SamplerConfi
       **{f.name: train_cfg[f.name] for f in dataclasses.fields(sampler.SamplerConfig)})
 
 
-def lr_schedules(train_cfg: ml_collections.ConfigDict) -> dict[str, optax.Schedule]:
-  """Step-decay (StepLR) schedule per parameter group."""
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """Explicit optimiser parameters (from config.train)."""
+  lr_time_net: float
+  lr_bijection: float
+  lr_canonical: float
+  lr_decay_every: int
+  lr_decay_factor: float
+  adam_b1: float
+  adam_b2: float
+  adam_eps: float
+  grad_clip_norm: float
+
+
+def optimizer_config(train_cfg: ml_collections.ConfigDict) -> OptimizerConfig:
+  return OptimizerConfig(**{f.name: train_cfg[f.name] for f in dataclasses.fields(OptimizerConfig)})
+
+
+def lr_schedules(train_cfg) -> dict[str, optax.Schedule]:
+  """Step-decay (StepLR) schedule per parameter group; takes config.train or OptimizerConfig."""
   base = {'time_net': train_cfg.lr_time_net, 'bijection': train_cfg.lr_bijection,
           'canonical': train_cfg.lr_canonical}
   return {name: optax.exponential_decay(lr, transition_steps=train_cfg.lr_decay_every,
@@ -91,7 +110,7 @@ def lr_schedules(train_cfg: ml_collections.ConfigDict) -> dict[str, optax.Schedu
           for name, lr in base.items()}
 
 
-def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(train_cfg) -> optax.GradientTransformation:
   """Adam with one learning-rate schedule per group (time net, bijection, canonical field)."""
   adam = lambda sched: optax.adam(sched, b1=train_cfg.adam_b1, b2=train_cfg.adam_b2,
                                   eps=train_cfg.adam_eps)
@@ -282,6 +301,31 @@ def _to_python(metrics: dict) -> dict:
   return {k: (v.item() if hasattr(v, 'item') else v) for k, v in jax.device_get(metrics).items()}
 
 
+@functools.lru_cache(maxsize=4)
+def compiled_train_steps(model_cfg: model_lib.ModelConfig, video: render.VideoShape,
+                         samp_cfg: sampler.SamplerConfig, loss_cfg: LossConfig,
+                         opt_cfg: OptimizerConfig, hard_mining_start: int,
+                         steps_per_dispatch: int):
+  """(model, tx, multi-step fn, single-step fn), jitted with the state donated.
+
+  Cached per process on the (hashable) explicit configs, so that several runs of the same setting
+  in one process (resume, evaluation suites, tests) compile the step once.
+  """
+  model = model_lib.OmniMotion(model_cfg)
+  tx = make_optimizer(opt_cfg)
+  train_step = make_train_step(model, tx, video, samp_cfg, loss_cfg, hard_mining_start,
+                               lr_schedules(opt_cfg))
+  multi = jax.jit(make_multi_step(train_step, steps_per_dispatch), donate_argnums=0)
+  single = jax.jit(train_step, donate_argnums=0) if steps_per_dispatch > 1 else multi
+  return model, tx, multi, single
+
+
+@functools.lru_cache(maxsize=4)
+def compiled_error_mapper(model_cfg: model_lib.ModelConfig, video: render.VideoShape):
+  return track.make_mapper(model_lib.OmniMotion(model_cfg), video, occlusion_margin=0.0,
+                           with_occlusion=False)
+
+
 def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.TrainData, *,
         flows_adjacent: np.ndarray | None = None, progress: bool = True,
         stop_at: int | None = None, on_checkpoint=None) -> TrainState:
@@ -307,8 +351,10 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
   workdir.mkdir(parents=True, exist_ok=True)
   n, h, w = data.frames.shape[:3]
   video = render.VideoShape(n, h, w)
-  model = model_lib.OmniMotion(model_lib.model_config(config.model))
-  tx = make_optimizer(tc)
+  model_cfg = model_lib.model_config(config.model)
+  model, tx, multi, single = compiled_train_steps(
+      model_cfg, video, sampler_config(tc), loss_config(tc), optimizer_config(tc),
+      tc.hard_mining_start, tc.steps_per_dispatch)
   init_key, loop_key = jax.random.split(jax.random.PRNGKey(config.seed))
   if flows_adjacent is None:
     flows_adjacent = np.asarray(data.flows)[np.asarray(data.adjacent_pair)]
@@ -324,11 +370,6 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
   metrics_path = workdir / METRICS_FILE
   _trim_metrics(metrics_path, start_step)
 
-  train_step = make_train_step(model, tx, video, sampler_config(tc), loss_config(tc),
-                               tc.hard_mining_start, lr_schedules(tc))
-  multi = jax.jit(make_multi_step(train_step, tc.steps_per_dispatch), donate_argnums=0)
-  single = jax.jit(train_step, donate_argnums=0) if tc.steps_per_dispatch > 1 else multi
-  mapper = None
   step = start_step
   t_start = time.time()
   bar = tqdm(total=tc.num_steps, initial=step, desc='train', disable=not progress,
@@ -337,8 +378,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
     while step < tc.num_steps and not flag.stop and (stop_at is None or step < stop_at):
       if (tc.hard_mining_fraction > 0 and step >= tc.hard_mining_start
           and (step - tc.hard_mining_start) % tc.hard_mining_every == 0):
-        if mapper is None:
-          mapper = track.make_mapper(model, video, occlusion_margin=0.0, with_occlusion=False)
+        mapper = compiled_error_mapper(model_cfg, video)
         error_map, frame_error = track.adjacent_error_maps(
             mapper, state.params, flows_adjacent, video, stride=tc.hard_mining_stride,
             chunk_size=config.track.chunk_size, blur_ksize=tc.error_map_blur_ksize)

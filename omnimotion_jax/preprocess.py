@@ -1,0 +1,347 @@
+"""Video -> supervision: frames, pair plan, flows, filters, chaining, counts -> one store.
+
+`preprocess(video, workdir, config.data)` runs the whole stage and writes
+
+  workdir/sequence.npz     the store (store.py), written atomically;
+  workdir/preprocess.json  timings (s), pair counts, bytes, valid-pixel fractions per gap;
+  workdir/flow_cache/      per-chunk direct flows while running (resumable); removed at the end.
+
+Order (reference main_processing, fact sheet sec. 1.2): direct flow for every planned pair and
+its reverse (pairs.py), the forward-backward / occlusion / feature filter (filtering.filter_pair),
+chaining of adjacent flows to the longer pairs (filtering.chain_flows, if data.chain), count maps.
+With an 'omnimotion_dir' sequence that has raft_masks/, its flows and masks are stored as they are.
+
+Resuming: direct flows of expensive backends (DIS) are cached in chunks of CACHE_CHUNK pairs, so
+an interrupted run recomputes only unfinished chunks. Direct flows are rounded to float16 whether
+cached or not, so a resumed run gives bit-identical results. A finished run (same input files,
+same config) is detected from the store's metadata and skipped.
+"""
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from omnimotion_jax import filtering
+from omnimotion_jax import flow as flow_lib
+from omnimotion_jax import pairs as pairs_lib
+from omnimotion_jax import store as store_lib
+from omnimotion_jax import video as video_lib
+from omnimotion_jax.config import config_hash
+from omnimotion_jax.errors import UserInputError
+
+STORE_NAME = 'sequence.npz'
+REPORT_NAME = 'preprocess.json'
+CACHE_DIR = 'flow_cache'
+CACHE_CHUNK = 64  # Direct flows per cache file (~16 MB at 256x256 in float16).
+FEATURES_SUBDIR = ('features', 'dino')  # Per-frame features inside a reference sequence folder.
+
+
+def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir=None,
+               features_dir=None, keep_cache: bool = False) -> Path:
+  """Preprocesses one video into `workdir/sequence.npz` (module docstring).
+
+  Args:
+    video_path: a video file or folder of frames; with data.flow_backend == 'omnimotion_dir', a
+      sequence folder in the reference layout (color/, raft_exhaustive/, raft_masks/).
+    workdir: output folder (created).
+    data_cfg: the `config.data` ConfigDict (configs/default.py). Optional extra fields read if
+      present: flow_dir, flow_pattern, features_dir, max_gap.
+    progress: show tqdm progress bars.
+    flow_dir: 'files' backend: folder of precomputed flows (overrides data_cfg.flow_dir).
+    features_dir: optional folder of per-frame features, one float [h, w, C] .npy per frame named
+      by input frame index ({i:05d}.npy) or frame file stem; enables the feature checks.
+    keep_cache: keep workdir/flow_cache after success (it is removed by default).
+
+  Returns:
+    The store path.
+  """
+  # All config fields are read here; helpers get explicit values.
+  resize = None if data_cfg.resize is None else tuple(data_cfg.resize)
+  max_side = data_cfg.max_side
+  stride = data_cfg.stride
+  max_frames = data_cfg.max_frames
+  backend_name = data_cfg.flow_backend
+  dis_preset = data_cfg.dis_preset
+  plan_name = data_cfg.pair_plan
+  dense_gap = data_cfg.dense_gap
+  long_stride = data_cfg.long_stride
+  max_gap = data_cfg.get('max_gap', None)
+  cycle_threshold = data_cfg.cycle_threshold
+  occlusion_cycle_threshold = data_cfg.occlusion_cycle_threshold
+  occlusion_return_threshold = data_cfg.occlusion_return_threshold
+  occlusion_max_gap = data_cfg.occlusion_max_gap
+  chain_rgb_threshold = data_cfg.chain_rgb_threshold
+  feature_threshold = data_cfg.feature_similarity_threshold
+  feature_check_min_gap = data_cfg.feature_check_min_gap
+  chain = data_cfg.chain
+  flow_dir = flow_dir if flow_dir is not None else data_cfg.get('flow_dir', None)
+  flow_pattern = data_cfg.get('flow_pattern', None) or flow_lib.DEFAULT_FLOW_PATTERN
+  features_dir = features_dir if features_dir is not None else data_cfg.get('features_dir', None)
+
+  if backend_name not in flow_lib.BACKENDS:
+    raise UserInputError(f'data.flow_backend={backend_name!r}: unknown backend; use one of '
+                         f'{flow_lib.BACKENDS}.')
+  video_path = Path(video_path)
+  workdir = Path(workdir)
+  store_path = workdir / STORE_NAME
+  report_path = workdir / REPORT_NAME
+  if not video_path.exists():
+    raise UserInputError(f'{video_path}: no such file or folder; pass a video file or a folder '
+                         'of frames.')
+  seq_dir = None
+  if backend_name == 'omnimotion_dir':
+    seq_dir = video_path
+    flow_lib.check_omnimotion_dir(seq_dir)
+    frames_path = seq_dir / flow_lib.COLOR_DIR
+    if features_dir is None and seq_dir.joinpath(*FEATURES_SUBDIR).is_dir():
+      features_dir = seq_dir.joinpath(*FEATURES_SUBDIR)
+  else:
+    frames_path = video_path
+
+  cfg_hash = config_hash(data_cfg)
+  key = _fingerprint([video_path, flow_dir, features_dir], cfg_hash, exclude=workdir)
+  meta = store_lib.read_meta(store_path) if store_path.is_file() else None
+  if meta is not None and meta.get('preprocess_key') == key and report_path.is_file():
+    print(f'{store_path}: already preprocessed from {video_path} with this config; nothing to do '
+          '(delete it to redo).')
+    return store_path
+
+  timings = {}
+  clock = time.perf_counter()
+  t0 = clock
+  frames, frame_indices = video_lib.load_video(frames_path, resize=resize, max_side=max_side,
+                                               stride=stride, max_frames=max_frames,
+                                               return_indices=True)
+  probe = video_lib.probe_video(frames_path)
+  input_size = (probe['height'], probe['width'])
+  num_frames, height, width = frames.shape[:3]
+  timings['load'] = time.perf_counter() - t0
+
+  plan = pairs_lib.make_plan(plan_name, num_frames, dense_gap, long_stride, max_gap)
+  backend = flow_lib.make_backend(backend_name, frames, dis_preset=dis_preset, flow_dir=flow_dir,
+                                  pattern=flow_pattern, frame_indices=frame_indices,
+                                  input_size=input_size, seq_dir=seq_dir)
+  features = None
+  if features_dir is not None:
+    features = load_features(features_dir, frame_indices, _frame_stems(frames_path, frame_indices))
+
+  # 1. Direct flows (cached in chunks for expensive backends).
+  t0 = time.perf_counter()
+  precomputed_masks = backend.has_masks
+  flow_pairs = plan.pairs if precomputed_masks else plan.direct
+  cache_key = json.dumps({'backend': backend.fingerprint(), 'frames': _hash_array(frames),
+                          'pairs': _hash_array(flow_pairs)}, sort_keys=True)
+  direct, num_cached = compute_flows(backend, flow_pairs, workdir / CACHE_DIR, cache_key,
+                                     CACHE_CHUNK, progress)
+  timings['flow'] = time.perf_counter() - t0
+
+  # 2. Filtering.
+  t0 = time.perf_counter()
+  rows = filtering.pair_lookup(flow_pairs)
+  stored_rows = np.array([rows[(int(i), int(j))] for i, j in plan.pairs])
+  # The exhaustive plan stores exactly its direct pairs: avoid a copy of GBs of flows.
+  same_rows = np.array_equal(stored_rows, np.arange(len(flow_pairs)))
+  stored_flows = direct if same_rows else direct[stored_rows]
+  if precomputed_masks:
+    masks = [backend.masks(int(i), int(j)) for i, j in plan.pairs]
+    cycle = np.stack([m[0] for m in masks])
+    occluded = np.stack([m[1] for m in masks])
+  else:
+    cycle = np.empty((len(plan.pairs), height, width), bool)
+    occluded = np.empty_like(cycle)
+    for k, (i, j) in enumerate(tqdm(plan.pairs, desc='filter', unit='pair', disable=not progress)):
+      i, j = int(i), int(j)
+      cycle[k], occluded[k] = filtering.filter_pair(
+          direct[rows[(i, j)]], direct[rows[(j, i)]], abs(i - j),
+          cycle_threshold=cycle_threshold, occlusion_cycle_threshold=occlusion_cycle_threshold,
+          occlusion_return_threshold=occlusion_return_threshold,
+          occlusion_max_gap=occlusion_max_gap,
+          features_i=None if features is None else features[i],
+          features_j=None if features is None else features[j],
+          feature_similarity_threshold=feature_threshold,
+          feature_check_min_gap=feature_check_min_gap)
+  del direct
+  timings['filter'] = time.perf_counter() - t0
+
+  # 3. Chaining (not for reference folders with masks: their flows are already chained).
+  t0 = time.perf_counter()
+  if chain and not precomputed_masks:
+    flows_out, cycle_out = filtering.chain_flows(
+        plan.pairs, stored_flows, cycle, occluded, frames, rgb_threshold=chain_rgb_threshold,
+        features=features, feature_similarity_threshold=feature_threshold, progress=progress)
+  else:
+    flows_out, cycle_out = stored_flows, cycle
+  timings['chain'] = time.perf_counter() - t0
+
+  # 4. Counts and the store.
+  t0 = time.perf_counter()
+  counts, pair_counts = filtering.count_maps(plan.pairs, cycle_out | occluded, num_frames)
+  timings['count'] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  meta = {
+      'preprocess_key': key, 'config_hash': cfg_hash, 'source': str(video_path.resolve()),
+      'input_size': list(input_size), 'input_frames': probe['num_frames'], 'fps': probe['fps'],
+      'size': [height, width], 'resize': resize, 'max_side': max_side, 'stride': stride,
+      'max_frames': max_frames, 'backend': backend.fingerprint(), 'pair_plan': plan_name,
+      'dense_gap': dense_gap, 'long_stride': long_stride, 'max_gap': max_gap, 'chain': chain,
+      'masks_from': 'omnimotion_dir' if precomputed_masks else 'filter',
+      'features': None if features_dir is None else str(features_dir),
+      'cycle_threshold': cycle_threshold, 'occlusion_cycle_threshold': occlusion_cycle_threshold,
+      'occlusion_return_threshold': occlusion_return_threshold,
+      'occlusion_max_gap': occlusion_max_gap, 'chain_rgb_threshold': chain_rgb_threshold,
+      'feature_similarity_threshold': feature_threshold,
+      'feature_check_min_gap': feature_check_min_gap,
+  }
+  store_lib.write_store(store_path, frames=frames, frame_indices=frame_indices,
+                        pairs=plan.pairs, flows=flows_out, cycle=cycle_out, occluded=occluded,
+                        counts=counts, pair_counts=pair_counts, meta=meta)
+  timings['write'] = time.perf_counter() - t0
+  timings['total'] = time.perf_counter() - clock
+  timings = {name: round(value, 3) for name, value in timings.items()}
+
+  report = {
+      'store': str(store_path), 'preprocess_key': key, 'source': str(video_path),
+      'num_frames': num_frames, 'size': [height, width], 'input_size': list(input_size),
+      'backend': backend.fingerprint(), 'plan': plan.summary(), 'timings_s': timings,
+      'flows_computed': len(flow_pairs) - num_cached, 'flows_from_cache': num_cached,
+      'bytes': {'store': store_path.stat().st_size,
+                'flows': int(np.prod(flows_out.shape)) * 2,
+                'masks': 2 * len(plan.pairs) * ((height * width + 7) // 8),
+                'frames': frames.nbytes, 'counts': counts.nbytes},
+      'valid_fraction_per_gap': _valid_fraction_per_gap(plan.pairs, pair_counts, height * width),
+  }
+  _write_json_atomic(report_path, report)
+  if not keep_cache:
+    shutil.rmtree(workdir / CACHE_DIR, ignore_errors=True)
+  if progress:
+    print(f'{store_path}: {num_frames} frames {width}x{height}, {len(plan.pairs)} pairs, '
+          f'{report["bytes"]["store"] / 1e6:.1f} MB in {timings["total"]:.1f} s.')
+  return store_path
+
+
+def compute_flows(backend: flow_lib.FlowBackend, pairs: np.ndarray, cache_dir: Path,
+                  cache_key: str, chunk: int, progress: bool) -> tuple[np.ndarray, int]:
+  """Direct flows of `pairs` int [D, 2], float16 [D, H, W, 2], resuming from cache_dir.
+
+  For cacheable backends every chunk of `chunk` pairs is saved (atomically) as soon as it is
+  done; chunks already saved under the same `cache_key` are loaded instead of recomputed.
+
+  Returns:
+    (flows, number of flows loaded from the cache).
+  """
+  height, width = backend.size
+  flows = np.empty((len(pairs), height, width, 2), np.float16)
+  use_cache = backend.cacheable
+  if use_cache:
+    _open_cache(cache_dir, cache_key)
+  num_cached = 0
+  with tqdm(total=len(pairs), desc=f'flow ({backend.name})', unit='pair',
+            disable=not progress) as bar:
+    for c, start in enumerate(range(0, len(pairs), chunk)):
+      block = pairs[start:start + chunk]
+      path = cache_dir / f'flows_{c:05d}.npz'
+      if use_cache and _load_chunk(path, block, flows[start:start + len(block)]):
+        num_cached += len(block)
+        bar.update(len(block))
+        continue
+      for k, (i, j) in enumerate(block):
+        flows[start + k] = backend.flow(int(i), int(j))
+        bar.update(1)
+      if use_cache:
+        store_lib.write_npz_atomic(path, {'pairs': block, 'flows': flows[start:start + len(block)]})
+  return flows, num_cached
+
+
+def _open_cache(cache_dir: Path, cache_key: str) -> None:
+  """Makes cache_dir hold chunks for cache_key only (a different key empties it)."""
+  key_path = cache_dir / 'key.json'
+  if key_path.is_file() and key_path.read_text() == cache_key:
+    return
+  if cache_dir.is_dir():
+    for path in cache_dir.glob('flows_*.npz'):
+      path.unlink()
+  cache_dir.mkdir(parents=True, exist_ok=True)
+  key_path.write_text(cache_key)
+
+
+def _load_chunk(path: Path, block: np.ndarray, out: np.ndarray) -> bool:
+  """Fills `out` from a cached chunk if it exists and holds exactly `block`'s pairs."""
+  if not path.is_file():
+    return False
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      if not np.array_equal(npz['pairs'], block) or npz['flows'].shape != out.shape:
+        return False
+      out[...] = npz['flows']
+      return True
+  except Exception:  # A truncated chunk (e.g. disk full) is recomputed.
+    return False
+
+
+def load_features(features_dir, frame_indices: np.ndarray, stems: list[str] | None
+                  ) -> np.ndarray:
+  """Per-frame features float32 [N, h, w, C] from {index:05d}.npy or {stem}.npy files."""
+  features_dir = Path(features_dir)
+  if not features_dir.is_dir():
+    raise UserInputError(f'{features_dir}: features folder not found; pass a folder with one '
+                         '[h, w, C] .npy per frame, or none.')
+  out = []
+  for n, index in enumerate(frame_indices):
+    names = [f'{int(index):05d}.npy'] + ([f'{stems[n]}.npy'] if stems else [])
+    path = next((features_dir / name for name in names if (features_dir / name).is_file()), None)
+    if path is None:
+      raise UserInputError(f'{features_dir / names[-1]}: missing features for frame {index}; '
+                           'add one [h, w, C] .npy per frame (or drop features_dir).')
+    array = np.load(path, allow_pickle=False)
+    if array.ndim != 3 or (out and array.shape != out[0].shape):
+      raise UserInputError(f'{path}: features have shape {array.shape}; expected [h, w, C], the '
+                           'same for every frame.')
+    out.append(array.astype(np.float32))
+  return np.stack(out)
+
+
+def _frame_stems(frames_path: Path, frame_indices: np.ndarray) -> list[str] | None:
+  """File stems of the kept frames when the input is a folder of frames, else None."""
+  if not frames_path.is_dir():
+    return None
+  files = video_lib.list_frame_files(frames_path)
+  return [files[int(k)].stem for k in frame_indices]
+
+
+def _fingerprint(paths, cfg_hash: str, exclude: Path) -> str:
+  """Hash of the config and of every input file's path, size and mtime (cheap, no decoding)."""
+  digest = hashlib.sha256(cfg_hash.encode())
+  exclude = exclude.resolve()
+  for path in paths:
+    if path is None:
+      digest.update(b'<none>')
+      continue
+    path = Path(path).resolve()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob('*') if p.is_file())
+    for file in files:
+      if exclude in file.parents:
+        continue
+      stat = file.stat()
+      digest.update(f'{file}:{stat.st_size}:{stat.st_mtime_ns};'.encode())
+  return digest.hexdigest()[:16]
+
+
+def _hash_array(array: np.ndarray) -> str:
+  return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
+def _valid_fraction_per_gap(pairs: np.ndarray, pair_counts: np.ndarray, pixels: int) -> dict:
+  gaps = np.abs(pairs[:, 1] - pairs[:, 0])
+  return {int(g): round(float(pair_counts[gaps == g].mean()) / pixels, 4)
+          for g in np.unique(gaps)}
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+  tmp = path.with_name(f'.{path.name}.tmp')
+  tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+  tmp.replace(path)
