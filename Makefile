@@ -1,13 +1,13 @@
 # The README's two commands. Each creates .venv (if missing) and installs the package into it.
 #   make test   runs the whole test suite
-#   make demo   runs the main job on the bundled default input (arrives with training)
+#   make demo   runs the main job on the bundled default input (out/demo/report/index.html)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test venv clean
+.PHONY: test demo venv clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): setup.py
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+demo: $(STAMP)
+	$(VENV)/bin/omnimotion-jax demo --workdir out/demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

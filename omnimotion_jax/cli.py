@@ -117,6 +117,21 @@ def cmd_run(args) -> None:
     print(f'{name}: {path}')
 
 
+def cmd_viz(args) -> None:
+  from omnimotion_jax import report
+  index = report.viz_command(args.workdir, fps=args.fps)
+  print(f'report: {index}')
+
+
+def cmd_demo(args) -> None:
+  from omnimotion_jax import demo
+  result = demo.run_demo(args.workdir, _load(args))
+  print(result['table'])
+  print(f'input video: {result["input"]}')
+  print(f'tracks:      {result["tracks"]}')
+  print(f'report:      {result["report"]}')
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='omnimotion-jax',
@@ -178,6 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--frame', type=int, default=0, help='query frame of the grid')
   _add_config_args(p)
   p.set_defaults(func=cmd_run)
+
+  p = sub.add_parser('viz', help='render track/trail/pseudo-depth videos and the HTML report',
+                     description='Writes WORKDIR/report/index.html (static, opens from disk) and '
+                                 'the videos it shows. Works on partial workdirs.')
+  p.add_argument('--workdir', required=True, help='run folder')
+  p.add_argument('--fps', type=float, default=10, help='frame rate of the videos')
+  p.set_defaults(func=cmd_viz)
+
+  p = sub.add_parser('demo', help='the whole pipeline on a bundled synthetic video with ground '
+                                  'truth, scored against flow baselines, with a report')
+  p.add_argument('--workdir', default='out/demo', help='output folder (default out/demo)')
+  _add_config_args(p, default='cpu_demo')
+  p.set_defaults(func=cmd_demo)
   return parser
 
 

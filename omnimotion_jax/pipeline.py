@@ -14,7 +14,6 @@ The CLI sub-commands are thin wrappers over these functions.
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from omnimotion_jax import checkpoint, render, sampler, store, track, train
+from omnimotion_jax import checkpoint, fileio, render, sampler, store, track, train
 from omnimotion_jax import model as model_lib
 from omnimotion_jax import preprocess as preprocess_lib
 from omnimotion_jax.errors import UserInputError
@@ -39,21 +38,7 @@ def record_timing(workdir: Path, stage: str, seconds: float) -> None:
   path = Path(workdir) / TIMINGS_FILE
   timings = json.loads(path.read_text()) if path.exists() else {}
   timings[stage] = round(seconds, 3)
-  _write_text_atomic(path, json.dumps(timings, indent=2))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-  with os.fdopen(fd, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.npy')
-  with os.fdopen(fd, 'wb') as f:
-    np.save(f, array)
-  os.replace(tmp, path)
+  fileio.write_text_atomic(path, json.dumps(timings, indent=2))
 
 
 def load_sequence(workdir: Path) -> store.SequenceData:
@@ -93,7 +78,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool
   def snapshot(step, state):
     depth = track.depth_maps(depth_fn, state.params, video, frames,
                              chunk_size=config.track.chunk_size)
-    _save_npy_atomic(workdir / SNAPSHOT_DIR / f'depth_{step:06d}.npy', depth)
+    fileio.write_npy_atomic(workdir / SNAPSHOT_DIR / f'depth_{step:06d}.npy', depth)
 
   start = time.time()
   state = train.fit(config, workdir, sampler.train_data(seq), progress=progress, stop_at=stop_at,
@@ -164,12 +149,8 @@ def track_stage(config: ml_collections.ConfigDict, workdir: Path, *,
                                          progress=progress)
   tracks_in = np.stack([(tracks[..., 0] + 0.5) / sx - 0.5, (tracks[..., 1] + 0.5) / sy - 0.5], -1)
   out = Path(out) if out is not None else workdir / TRACKS_FILE
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f'.{out.name}.', suffix='.npz')
-  with os.fdopen(fd, 'wb') as f:
-    np.savez(f, tracks=tracks_in.astype(np.float32), occluded=occluded,
-             query_points=queries.astype(np.float32))
-  os.replace(tmp, out)
+  fileio.write_npz_atomic(out, {'tracks': tracks_in.astype(np.float32), 'occluded': occluded,
+                                'query_points': queries.astype(np.float32)})
   record_timing(workdir, 'track', time.time() - start)
   return out
 
@@ -184,17 +165,27 @@ def depth_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool
                            np.arange(video.num_frames), chunk_size=config.track.chunk_size,
                            progress=progress)
   path = workdir / DEPTH_FILE
-  _save_npy_atomic(path, depth.astype(np.float32))
+  fileio.write_npy_atomic(path, depth.astype(np.float32))
   record_timing(workdir, 'depth', time.time() - start)
   return path
 
 
+def report_stage(workdir: Path) -> Path:
+  from omnimotion_jax import report  # pylint: disable=g-import-not-at-top  (matplotlib)
+  start = time.time()
+  index = report.viz_command(workdir)
+  record_timing(workdir, 'viz', time.time() - start)
+  return index
+
+
 def run(video: str, workdir: Path, config: ml_collections.ConfigDict, *, grid: int = 8,
-        frame: int = 0, progress: bool = True) -> dict[str, Path]:
-  """preprocess + train + track a grid + pseudo-depth (+ the report when available)."""
+        frame: int = 0, progress: bool = True, with_report: bool = True) -> dict[str, Path]:
+  """preprocess + train + track a grid + pseudo-depth + the HTML report."""
   workdir = Path(workdir)
   outputs = {'store': preprocess_stage(video, workdir, config, progress)}
   train_stage(config, workdir, progress)
   outputs['tracks'] = track_stage(config, workdir, grid=grid, frame=frame, progress=progress)
   outputs['depth'] = depth_stage(config, workdir, progress)
+  if with_report:
+    outputs['report'] = report_stage(workdir)
   return outputs

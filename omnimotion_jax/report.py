@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omnimotion_jax import viz
+from omnimotion_jax import fileio, viz
 from omnimotion_jax.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -485,18 +485,7 @@ def _config_section(workdir: Path) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> Path:
-  handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-  try:
-    with os.fdopen(handle, 'w', encoding='utf-8') as f:
-      f.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0o600 files.
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
+  return fileio.write_text_atomic(path, text)
 
 
 # --- entry points -------------------------------------------------------------------------------

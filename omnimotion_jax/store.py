@@ -46,6 +46,7 @@ import jax
 import numpy as np
 
 from omnimotion_jax.errors import UserInputError
+from omnimotion_jax.fileio import set_default_permissions, write_npz_atomic  # noqa: F401
 
 FORMAT_VERSION = 1
 STORE_KEYS = ('frames', 'frame_indices', 'pairs', 'flows', 'cycle', 'occluded', 'counts',
@@ -61,30 +62,6 @@ def unpack_masks(packed: np.ndarray, height: int, width: int) -> np.ndarray:
   """uint8 [P, ceil(H*W/8)] -> bool [P, H, W] (inverse of pack_masks)."""
   bits = np.unpackbits(packed, axis=1, count=height * width)
   return bits.reshape(len(packed), height, width).view(bool)
-
-
-def set_default_permissions(path: str | os.PathLike) -> None:
-  """chmod to 0o666 minus the umask (mkstemp creates 0o600 files)."""
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(path, 0o666 & ~umask)
-
-
-def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray],
-                     compressed: bool = False) -> Path:
-  """Writes arrays to an .npz via a temp file in the same folder + os.replace (never half-written)."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-  try:
-    with os.fdopen(handle, 'wb') as f:
-      (np.savez_compressed if compressed else np.savez)(f, **arrays)
-    set_default_permissions(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
 
 
 def write_store(path: str | os.PathLike, *, frames: np.ndarray, frame_indices: np.ndarray,

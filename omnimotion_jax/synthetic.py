@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 from skimage import data as skdata
 
+from omnimotion_jax import fileio
 from omnimotion_jax.errors import UserInputError
 
 # ---------------------------------------------------------------------------------------------
@@ -778,16 +779,8 @@ def save_video_npz(sample: dict, path: str | os.PathLike) -> None:
   if path.is_dir():
     raise UserInputError(f'{path} is a folder; pass a file path ending in .npz')
   path.parent.mkdir(parents=True, exist_ok=True)
-  arrays = {key: np.asarray(value) for key, value in sample.items()}
-  handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-  try:
-    with os.fdopen(handle, 'wb') as f:
-      np.savez_compressed(f, **arrays)
-    _publish(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  fileio.write_npz_atomic(path, {key: np.asarray(value) for key, value in sample.items()},
+                          compressed=True)
 
 
 def load_video_npz(path: str | os.PathLike) -> dict:

@@ -56,6 +56,8 @@ TRAIL_COLORMAP = 'jet'
 MASK_ERODE_PX = 3  # 7x7 kernel, as the reference.
 # GT comparison.
 GT_RING_COLOR = (255, 255, 255)
+# Tracks of the ground-truth queries, when tracks.npz holds a display grid instead.
+EVAL_TRACKS_FILE = 'tracks_eval.npz'
 OCCLUSION_MISMATCH_COLOR = (255, 0, 255)  # magenta: predicted and GT occlusion disagree.
 BOTH_OCCLUDED_COLOR = (128, 128, 128)
 ERROR_COLORMAP = 'RdYlGn_r'  # green = small error, red = large.
@@ -724,10 +726,18 @@ def render_outputs(workdir: str | os.PathLike, *, fps: float = DEFAULT_FPS,
       _save(outputs, report, 'trails', trails, fps)
 
       gt_path = workdir / 'gt.npz'
+      eval_path = workdir / EVAL_TRACKS_FILE
       if gt_path.exists():
         with np.load(gt_path) as data:
           gt_tracks = np.asarray(data['target_points'], np.float64)
           gt_occ = np.asarray(data['occluded'], bool)
+        if eval_path.exists():
+          # The run tracked a grid for display and the ground-truth queries separately.
+          with np.load(eval_path) as data:
+            tracks = np.asarray(data['tracks'], np.float64)
+            occluded = np.asarray(data['occluded'], bool)
+            query_points = np.asarray(data['query_points'], np.float64)
+          keep = _auto_thin(query_points, height, width, MAX_DRAWN_POINTS, grid_step)
         if gt_tracks.shape != tracks.shape:
           log.warning('gt.npz target_points %s do not match tracks %s: no GT comparison',
                       gt_tracks.shape, tracks.shape)

@@ -1,0 +1,13 @@
+"""`make demo`: configs/cpu_quality.py with fewer steps, so the whole demo fits in ~15 minutes on
+a 2-core CPU (preprocess, train, track, baselines, videos, report).
+
+Command:  make demo   (= omnimotion-jax demo --workdir out/demo --config cpu_demo)
+"""
+
+from configs import cpu_quality
+
+DEMO_STEPS = 1500
+
+
+def get_config():
+  return cpu_quality.get_config(num_steps=DEMO_STEPS)

@@ -1,0 +1,51 @@
+"""CPU setting that still shows OmniMotion's advantage over chained flow (2-core CPU, minutes).
+
+Smaller networks and fewer samples than the reference, 3k steps instead of 100k, with learning
+rates raised and every step-based schedule (LR decay, loss ramps, distortion start, max-gap
+growth, hard mining) compressed by the same factor, so the run goes through the reference's
+phases in order. Everything else (losses, thresholds, sampling rules) is the reference default.
+
+Command:  omnimotion-jax run VIDEO --workdir W --config cpu_quality
+Quality:  .venv/bin/python benchmarks/quality.py --config cpu_quality   (see benchmarks/README.md)
+"""
+
+from configs import default
+
+# Steps of this setting; every step-based schedule is scaled by steps / REFERENCE_STEPS.
+DEFAULT_STEPS = 3000
+REFERENCE_STEPS = 100_000
+
+
+def get_config(num_steps: int = DEFAULT_STEPS):
+  scale = num_steps / REFERENCE_STEPS
+  config = default.get_config()
+  model = config.model
+  model.num_samples = 12
+  model.time_net.hidden = 64
+  model.canonical.hidden = 64
+  model.bijection.hidden = (64, 64)
+  model.bijection.code_proj_dim = 64
+  model.bijection.pos_proj_dim = 64
+  model.bijection.use_affine = False
+
+  train = config.train
+  train.num_steps = num_steps
+  train.num_pairs = 8
+  train.num_points = 64
+  train.lr_time_net = 3e-3
+  train.lr_bijection = 3e-4
+  train.lr_canonical = 1e-3
+  train.lr_decay_every = int(20_000 * scale)
+  train.max_gap_grow_every = max(1, int(2000 * scale))
+  train.hard_mining_start = int(20_000 * scale)
+  train.hard_mining_every = int(20_000 * scale)
+  train.hard_mining_stride = 2
+  train.w_rgb_ramp_steps = int(5000 * scale)
+  train.w_flow_grad_ramp_steps = int(500_000 * scale)
+  train.w_distortion_start = int(40_000 * scale)
+  train.w_distortion_ramp_steps = int(2000 * scale)
+  train.steps_per_dispatch = 10
+  train.log_every = 50
+  train.checkpoint_every = 500
+  config.track.chunk_size = 4096
+  return config

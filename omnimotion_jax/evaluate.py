@@ -1,0 +1,121 @@
+"""Scoring a trained workdir against ground truth, beside the flow-only baselines.
+
+Three trackers are built from the SAME input correspondences (the workdir's store) and scored with
+the TAP-Vid metrics exactly as TapNet computes them, plus OmniMotion's temporal coherence (TC):
+  omnimotion   the optimised model (argmax-sample mapping, occlusion test);
+  chained      adjacent flows integrated from the query frame, cycle-check occlusion;
+  direct       flow from the query frame straight to each frame, cycle-check occlusion.
+Tracks are compared at 256x256 (TAP-Vid's resolution): predictions and ground truth are rescaled
+with `convert_grid_coordinates` before scoring, so the pixel thresholds mean what they mean in
+TAP-Vid whatever the video's size.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from omnimotion_jax import baselines, fileio, pipeline, tapvid
+
+GT_FILE = 'gt.npz'
+EVAL_FILE = 'eval.json'
+METRIC_SIZE = (256, 256)  # (H, W) at which TAP-Vid metrics are computed.
+HEADLINE = ('average_jaccard', 'average_pts_within_thresh', 'occlusion_accuracy',
+            'temporal_coherence')
+
+
+def score(query_points: np.ndarray, gt_tracks: np.ndarray, gt_occluded: np.ndarray,
+          pred_tracks: np.ndarray, pred_occluded: np.ndarray, size: tuple[int, int],
+          query_mode: str) -> dict[str, float]:
+  """TAP-Vid metrics and TC of one video at 256x256.
+
+  Args:
+    query_points: [Q, 3] (t, y, x) px at `size`.
+    gt_tracks, pred_tracks: [Q, T, 2] (x, y) px at `size`.
+    gt_occluded, pred_occluded: [Q, T] bool.
+    size: (H, W) of the video the px refer to.
+    query_mode: 'first' or 'strided'.
+  """
+  scale = lambda tr: tapvid.convert_grid_coordinates(tr, size[::-1], METRIC_SIZE[::-1])
+  q = tapvid.convert_grid_coordinates(query_points, (1,) + tuple(size), (1,) + METRIC_SIZE,
+                                      coordinate_format='tyx')
+  gt, pred = scale(gt_tracks)[None], scale(pred_tracks)[None]
+  metrics = tapvid.compute_tapvid_metrics(q[None], gt_occluded[None], gt, pred_occluded[None],
+                                          pred, query_mode)
+  out = {k: float(v[0]) for k, v in metrics.items()}
+  out['temporal_coherence'] = float(tapvid.temporal_coherence(gt, gt_occluded[None], pred)[0])
+  return out
+
+
+def save_ground_truth(workdir: Path, query_points: np.ndarray, target_points: np.ndarray,
+                      occluded: np.ndarray) -> Path:
+  """Writes workdir/gt.npz (query_points [Q,3] (t,y,x), target_points [Q,T,2], occluded [Q,T])."""
+  return fileio.write_npz_atomic(Path(workdir) / GT_FILE, {
+      'query_points': query_points.astype(np.float32),
+      'target_points': target_points.astype(np.float32), 'occluded': occluded.astype(bool)})
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: Path, *,
+                     query_points: np.ndarray, target_points: np.ndarray, occluded: np.ndarray,
+                     query_mode: str = 'strided', trackers=('omnimotion', 'chained', 'direct'),
+                     progress: bool = True) -> dict:
+  """Scores the trackers on one video and writes workdir/gt.npz and workdir/eval.json.
+
+  Args:
+    config: the run's config (for tracking and the baselines' cycle threshold).
+    workdir: a preprocessed (and, for 'omnimotion', trained) run folder.
+    query_points: [Q, 3] (t, y, x) in the INPUT video's px.
+    target_points: [Q, T, 2] (x, y) ground truth in input px; occluded: [Q, T] bool.
+    query_mode: TAP-Vid protocol, 'strided' or 'first'.
+    trackers: which trackers to score.
+
+  Returns:
+    {tracker: {metric: value, ..., 'wall_s': seconds}}.
+  """
+  workdir = Path(workdir)
+  seq = pipeline.load_sequence(workdir)
+  in_h, in_w = seq.meta.get('input_size', seq.size)
+  sx, sy = pipeline.input_scale(seq)
+  to_model = lambda q: np.stack([np.round(q[:, 0]), (q[:, 1] + 0.5) * sy - 0.5,
+                                 (q[:, 2] + 0.5) * sx - 0.5], -1)
+  to_input = lambda tr: np.stack([(tr[..., 0] + 0.5) / sx - 0.5, (tr[..., 1] + 0.5) / sy - 0.5], -1)
+  results = {}
+  for name in trackers:
+    start = time.time()
+    if name == 'omnimotion':
+      out = pipeline.track_stage(config, workdir, queries=query_points,
+                                 out=workdir / pipeline.TRACKS_FILE, progress=progress)
+      with np.load(out) as f:
+        tracks, occ = f['tracks'], f['occluded']
+    elif name == 'chained':
+      tracks, occ = baselines.chained_flow_tracks(seq, to_model(query_points),
+                                                  cycle_threshold=config.data.cycle_threshold)
+      tracks = to_input(tracks)
+    elif name == 'direct':
+      flow_fn = baselines.dis_flow_fn(config.data.dis_preset)
+      tracks, occ = baselines.direct_flow_tracks(seq.frames, to_model(query_points), flow_fn,
+                                                 cycle_threshold=config.data.cycle_threshold)
+      tracks = to_input(tracks)
+    else:
+      raise ValueError(f'unknown tracker {name!r}')
+    results[name] = score(query_points, target_points, occluded, tracks, occ, (in_h, in_w),
+                          query_mode)
+    results[name]['wall_s'] = round(time.time() - start, 3)
+  save_ground_truth(workdir, query_points, target_points, occluded)
+  fileio.write_text_atomic(workdir / EVAL_FILE, json.dumps(
+      {'query_mode': query_mode, 'metric_size': list(METRIC_SIZE), **results}, indent=2))
+  return results
+
+
+def format_table(results: dict) -> str:
+  """A small markdown table of the headline metrics (x100 as in TAP-Vid papers; TC in px)."""
+  lines = ['| tracker | AJ | <delta^x_avg | OA | TC (px) |', '|---|---|---|---|---|']
+  for name, m in results.items():
+    if not isinstance(m, dict):
+      continue
+    lines.append(f'| {name} | {100 * m["average_jaccard"]:.1f} | '
+                 f'{100 * m["average_pts_within_thresh"]:.1f} | '
+                 f'{100 * m["occlusion_accuracy"]:.1f} | {m["temporal_coherence"]:.3f} |')
+  return '\n'.join(lines)
