@@ -606,45 +606,26 @@ def _sample_tracks(rng: np.random.Generator, layers: list[_Layer], num_tracks: i
 
 def sample_queries_first(occluded: np.ndarray, target_points: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray]:
-  """TAP-Vid 'first' queries: each track's first visible frame.
-
-  Args:
-    occluded: bool [N, T].
-    target_points: (x, y) px [N, T, 2].
+  """TAP-Vid 'first' queries (tapvid.queries): each visible track's first visible frame.
 
   Returns:
-    query_points float32 [N1, 3] as (t, y, x), and trackgroup int32 [N1] (the track of each
-    query), for the N1 tracks with at least one visible frame, in track order.
+    query_points float32 [N1, 3] (t, y, x) and trackgroup int32 [N1], in track order.
   """
-  visible = ~occluded
-  tracks = np.nonzero(visible.any(1))[0]
-  frames = np.argmax(visible[tracks], axis=1)
-  xy = target_points[tracks, frames]
-  queries = np.stack([frames, xy[:, 1], xy[:, 0]], -1).astype(np.float32)
-  return queries.reshape(-1, 3), tracks.astype(np.int32)
+  from omnimotion_jax.tapvid import queries as tapvid_queries  # Lazy: tapvid imports this module.
+  out = tapvid_queries.sample_queries_first(occluded, target_points)
+  return out['query_points'][0], np.nonzero((~occluded).any(1))[0].astype(np.int32)
 
 
 def sample_queries_strided(occluded: np.ndarray, target_points: np.ndarray,
                            stride: int = QUERY_STRIDE) -> tuple[np.ndarray, np.ndarray]:
-  """TAP-Vid 'strided' queries: at frames 0, stride, 2*stride, ... every visible track.
-
-  Args:
-    occluded: bool [N, T].
-    target_points: (x, y) px [N, T, 2].
-    stride: frames between query frames.
+  """TAP-Vid 'strided' queries (tapvid.queries): at frames 0, stride, ... every visible track.
 
   Returns:
-    query_points float32 [N2, 3] as (t, y, x), ordered by frame then track, and trackgroup
-    int32 [N2] (the track of each query).
+    query_points float32 [N2, 3] (t, y, x), ordered by frame then track, and trackgroup int32 [N2].
   """
-  queries, groups = [], []
-  for t in range(0, occluded.shape[1], stride):
-    tracks = np.nonzero(~occluded[:, t])[0]
-    xy = target_points[tracks, t]
-    queries.append(np.stack([np.full(len(tracks), t), xy[:, 1], xy[:, 0]], -1))
-    groups.append(tracks)
-  return (np.concatenate(queries).astype(np.float32).reshape(-1, 3),
-          np.concatenate(groups).astype(np.int32))
+  from omnimotion_jax.tapvid import queries as tapvid_queries  # Lazy: tapvid imports this module.
+  out = tapvid_queries.sample_queries_strided(occluded, target_points, query_stride=stride)
+  return out['query_points'][0], out['trackgroup'][0].astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------
