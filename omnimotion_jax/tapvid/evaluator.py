@@ -1,0 +1,554 @@
+"""One-command, resumable TAP-Vid evaluation: `omnimotion-jax eval`.
+
+For every video of a TAP-Vid set, at 256x256 (the TAP-Vid protocol, and what OmniMotion's authors
+ran everything at, fact sheet Sec. 7.3):
+  1. sample the queries with TapNet's samplers for the query mode ('strided': every track visible
+     at frames 0, 5, 10, ..., with its trackgroup; 'first': each track at its first visible frame);
+  2. write the frames as lossless PNGs into OUT/videos/<id>/input;
+  3. preprocess and optimise the model (skipped with --baseline), in OUT/videos/<id>/run_<hash>;
+  4. track the queries and score OmniMotion and the chained-/direct-flow baselines, all built on
+     the same input correspondences, with `evaluate.evaluate_workdir` (TapNet-identical metrics
+     plus TC, at 256x256);
+  5. write OUT/videos/<id>/result.json (metrics per tracker, wall time per stage, config hash).
+After the videos it writes OUT/summary.md and OUT/summary.json: the mean metrics over every
+finished video (whatever shards produced them) beside the published numbers.
+
+Resuming: a video whose result.json has the same config hash, dataset, resolution and query mode,
+and already holds every requested tracker, is skipped. An interrupted video resumes inside its
+run folder (preprocessing skips finished work, training restarts from the newest checkpoint).
+
+Sharding: `shard=(i, n)` (CLI `--shard i/n`) evaluates videos i, i+n, i+2n, ... of the selection;
+without it, a multi-process JAX job uses (jax.process_index(), jax.process_count()). Every shard
+rewrites the summary from all result.json files present when it finishes, so the last shard to
+finish leaves the complete summary; re-running any shard's command later also rewrites it (every
+finished video is skipped).
+
+Commands:
+  omnimotion-jax eval --dataset tapvid_davis --query_mode strided --config paper \
+      --manual_dir /data/tapvid --data_dir /data/tfds --out results/davis_strided
+  omnimotion-jax eval --dataset tapvid_synthetic --resolution mini_256x256 --config cpu_tiny \
+      --baseline chained --out /tmp/synth      # no manual files needed
+"""
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import ml_collections
+import numpy as np
+
+from omnimotion_jax import evaluate, fileio, pipeline
+from omnimotion_jax.config import config_hash, load_config
+from omnimotion_jax.errors import UserInputError
+from omnimotion_jax.tapvid import builders, queries
+
+# ---------------------------------------------------------------------------------------------
+# Constants.
+
+QUERY_MODES = ('strided', 'first')
+TRACKERS = ('omnimotion', 'chained', 'direct')
+BASELINES = ('chained', 'direct')
+DEFAULT_RESOLUTION = builders.DEFAULT_CONFIG  # '256x256': the TAP-Vid protocol.
+# TFDS's own default when neither --data_dir nor $TFDS_DATA_DIR is given.
+DEFAULT_DATA_DIR = Path.home() / 'tensorflow_datasets'
+
+VIDEOS_DIR = 'videos'
+INPUT_DIR = 'input'
+RUN_DIR_PREFIX = 'run_'  # Run folder per config hash: a new config never resumes a stale model.
+RESULT_FILE = 'result.json'
+SUMMARY_MD = 'summary.md'
+SUMMARY_JSON = 'summary.json'
+FRAME_PATTERN = '{:05d}.png'
+# Characters kept in a video's folder name; anything else becomes '_'.
+UNSAFE_NAME_CHARS = re.compile(r'[^A-Za-z0-9._-]')
+
+# Headline metrics: (key in the results, column title, x100 as in the papers).
+COLUMNS = (
+    ('average_jaccard', 'AJ', True),
+    ('average_pts_within_thresh', '<delta^x_avg', True),
+    ('occlusion_accuracy', 'OA', True),
+    ('temporal_coherence', 'TC (px)', False),
+)
+TRACKER_LABELS = {
+    'omnimotion': 'OmniMotion (this JAX implementation)',
+    # Chained integrates the store's adjacent flows; direct recomputes DIS flow from the query
+    # frame (evaluate.evaluate_workdir), on the same preprocessed frames.
+    'chained': 'chained flow ({backend}), same input correspondences',
+    'direct': 'direct flow (DIS), same input frames',
+}
+
+# Published numbers (x100 except TC), strided mode, from the fact sheet Sec. 7.3 only; a value is
+# (number, verified). verified=False: the fact sheet quotes it from memory, not checked against the
+# paper. Rows with no numbers in the fact sheet stay dashes: nothing here is filled in from
+# elsewhere.
+_U = False  # Unverified.
+_V = True   # Quoted in a public source (issue #37).
+PUBLISHED = {
+    'tapvid_davis': (
+        ('OmniMotion, paper', {'average_jaccard': (51.7, _U),
+                               'average_pts_within_thresh': (67.5, _V),
+                               'occlusion_accuracy': (85.3, _U),
+                               'temporal_coherence': (0.74, _U)}),
+        ('OmniMotion, user retrain, default config, 200k steps (issue #37)',
+         {'average_pts_within_thresh': (63.5, _V)}),
+        ('RAFT-C (chained RAFT), paper Table 1', {}),
+        ('RAFT-D (direct RAFT), paper Table 1', {}),
+    ),
+    'tapvid_kinetics': (
+        ('OmniMotion, paper', {'average_jaccard': (55.1, _U),
+                               'average_pts_within_thresh': (69.6, _U),
+                               'occlusion_accuracy': (89.6, _U),
+                               'temporal_coherence': (0.76, _U)}),
+        ('RAFT-C (chained RAFT), paper Table 1', {}),
+        ('RAFT-D (direct RAFT), paper Table 1', {}),
+    ),
+    'tapvid_rgb_stacking': (
+        ('OmniMotion, paper', {'average_jaccard': (77.5, _U),
+                               'average_pts_within_thresh': (87.0, _U),
+                               'occlusion_accuracy': (93.5, _U),
+                               'temporal_coherence': (0.13, _U)}),
+        ('RAFT-C (chained RAFT), paper Table 1', {}),
+        ('RAFT-D (direct RAFT), paper Table 1', {}),
+    ),
+    'tapvid_synthetic': (),  # This project's own suite: nothing published.
+}
+PUBLISHED_NOTE = (
+    'Published rows: the OmniMotion paper (Wang et al., ICCV 2023) as recorded in the project\'s '
+    'fact sheet (Sec. 7.3). `*` = unverified (quoted from memory, not checked against the paper '
+    'text); `-` = no number available here (the fact sheet gives none for the paper\'s Table 1 '
+    'baselines). The published protocol is believed to be strided (unverified).')
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument parsing.
+
+
+def parse_shard(shard: str | Sequence[int] | None) -> tuple[int, int] | None:
+  """'i/n' (or (i, n)) -> (i, n) with 0 <= i < n; None stays None."""
+  if shard is None:
+    return None
+  if isinstance(shard, str):
+    match = re.fullmatch(r'\s*(\d+)\s*/\s*(\d+)\s*', shard)
+    if not match:
+      raise UserInputError(f'--shard {shard!r}: expected i/n with integers 0 <= i < n, e.g. '
+                           '--shard 0/4 for the first of four shards.')
+    index, count = int(match.group(1)), int(match.group(2))
+  else:
+    index, count = (int(v) for v in shard)
+  if count < 1 or not 0 <= index < count:
+    raise UserInputError(f'--shard {index}/{count}: the shard index must lie in 0..n-1 and n >= 1, '
+                         f'e.g. --shard 0/{max(count, 2)}.')
+  return index, count
+
+
+def default_shard() -> tuple[int, int]:
+  """(jax.process_index(), jax.process_count()): one shard per process of a multi-host job."""
+  import jax  # Lazily: initialises the backend.
+  return jax.process_index(), jax.process_count()
+
+
+def parse_videos(videos: str | Sequence[str | int] | None) -> list[str] | None:
+  """'a,b' or a list -> a list of ids/positions (as str); None -> None (all videos)."""
+  if videos is None:
+    return None
+  items = videos.split(',') if isinstance(videos, str) else [str(v) for v in videos]
+  items = [item.strip() for item in items if item.strip()]
+  if not items:
+    raise UserInputError('--videos: empty list; pass comma-separated video ids or positions '
+                         '(e.g. --videos 0,3 or --videos bear,camel), or leave it out for all.')
+  return items
+
+
+def safe_name(video_id: str) -> str:
+  """A folder name for a video id (TAP-Vid ids are plain, but Kinetics ids may hold anything)."""
+  name = UNSAFE_NAME_CHARS.sub('_', video_id).strip('.')
+  return name or '_'
+
+
+def folder_names(all_ids: list[str]) -> list[str]:
+  """One distinct folder name per video: safe_name(id), plus '_<position>' where names clash."""
+  names = [safe_name(video_id) for video_id in all_ids]
+  clashes = {name for name in names if names.count(name) > 1}
+  return [f'{name}_{index}' if name in clashes else name for index, name in enumerate(names)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset access.
+
+
+def _data_dir(data_dir) -> Path:
+  if data_dir is not None:
+    return Path(data_dir)
+  return Path(os.environ.get('TFDS_DATA_DIR', DEFAULT_DATA_DIR))
+
+
+def list_videos(dataset: str, data_dir: Path, manual_dir, resolution: str) -> list[str]:
+  """The ids of the set's videos in split order, preparing the set first if needed."""
+  # An empty selection validates the name and config and prepares the set, decoding nothing.
+  for _ in builders.load_tapvid(dataset, data_dir, manual_dir, resolution, videos=[]):
+    pass
+  builder = builders.BUILDERS[dataset](data_dir=os.fspath(data_dir), config=resolution)
+  # Ids only: the frames stay encoded.
+  source = builder.as_data_source(split=builders.SPLIT,
+                                  decoders={'video': builders.KeepEncodedFrames()})
+  ids = []
+  for index in range(len(source)):
+    video_id = source[index]['video_id']
+    ids.append(video_id.decode() if isinstance(video_id, bytes) else str(video_id))
+  return ids
+
+
+def select_videos(all_ids: list[str], wanted: list[str] | None, dataset: str) -> list[int]:
+  """Positions of the wanted videos: each item is a video id, else a position in the split."""
+  if wanted is None:
+    return list(range(len(all_ids)))
+  positions = {video_id: index for index, video_id in reversed(list(enumerate(all_ids)))}
+  selected = []
+  for item in wanted:
+    if item in positions:
+      index = positions[item]
+    elif item.lstrip('-').isdigit() and 0 <= int(item) < len(all_ids):
+      index = int(item)
+    else:
+      shown = ', '.join(all_ids[:8]) + (', ...' if len(all_ids) > 8 else '')
+      raise UserInputError(f'--videos {item}: {dataset} has no such video id, and positions run '
+                           f'0..{len(all_ids) - 1}; ids are {shown}.')
+    if index not in selected:
+      selected.append(index)
+  return selected
+
+
+def sample_queries(example: dict, query_mode: str) -> dict:
+  """TapNet's query sampling for one example -> query_points [Q,3], target_points, occluded."""
+  if query_mode == 'strided':
+    sampled = queries.sample_queries_strided(example['occluded'], example['target_points'])
+  else:
+    sampled = queries.sample_queries_first(example['occluded'], example['target_points'])
+  return {key: value[0] for key, value in sampled.items()}
+
+
+def write_frames(video: np.ndarray, folder: Path) -> None:
+  """Lossless PNG frames (an mp4 would add compression noise the ground truth does not have)."""
+  folder.mkdir(parents=True, exist_ok=True)
+  for index, frame in enumerate(video):
+    path = folder / FRAME_PATTERN.format(index)
+    if path.exists():
+      continue
+    ok, png = cv2.imencode('.png', np.ascontiguousarray(frame[..., ::-1]))  # RGB -> BGR.
+    if not ok:
+      raise RuntimeError(f'{path}: OpenCV could not encode frame {index} as PNG')
+    # Atomic: an interrupted run never leaves a truncated frame for the resumed one to read.
+    with fileio.atomic_open(path) as f:
+      f.write(png.tobytes())
+
+
+# ---------------------------------------------------------------------------------------------
+# One video.
+
+
+def _write_json(path: Path, data: dict) -> None:
+  fileio.write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def _read_json(path: Path) -> dict | None:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError):
+    return None  # Missing or half-written: treated as not done.
+
+
+def is_up_to_date(result: dict | None, key: dict, trackers: Sequence[str]) -> bool:
+  """Whether a result.json matches this run (hash, dataset, resolution, mode) and its trackers."""
+  if not result or any(result.get(k) != v for k, v in key.items()):
+    return False
+  if result.get('num_queries') == 0:
+    return True  # Nothing to score, whatever the trackers.
+  return all(t in result.get('metrics', {}) for t in trackers)
+
+
+def evaluate_video(example: dict, video_dir: Path, config: ml_collections.ConfigDict, *,
+                   query_mode: str, trackers: Sequence[str], key: dict, position: int,
+                   progress: bool, previous: dict | None = None) -> dict:
+  """Runs the whole pipeline on one example and writes video_dir/result.json.
+
+  Args:
+    example: a `load_tapvid` example (video, target_points (x, y) px, occluded).
+    video_dir: OUT/videos/<id>.
+    config: the run's config.
+    query_mode: 'strided' or 'first'.
+    trackers: trackers to score ('omnimotion' trains the model first).
+    key: dataset, resolution, query_mode and config_hash, stored for the resume check.
+    position: the video's position in the split (recorded).
+    progress: progress bars.
+    previous: an earlier result.json of the same key; its other trackers' metrics are kept
+      (e.g. `--baseline direct` after `--baseline chained` ends with both).
+
+  Returns:
+    The result.json content.
+  """
+  start = time.time()
+  wall = {}
+  sampled = sample_queries(example, query_mode)
+  video = example['video']
+  result = {**key, 'video_id': example['video_id'], 'position': position,
+            'num_frames': int(video.shape[0]),
+            'size': list(video.shape[1:3]), 'num_tracks': int(example['target_points'].shape[0]),
+            'num_queries': int(sampled['query_points'].shape[0]), 'trackers': list(trackers)}
+  if result['num_queries'] == 0:
+    # TapNet's metrics are undefined without queries; record it, leave it out of the means.
+    result.update(metrics={}, wall_s={'total': round(time.time() - start, 3)},
+                  note='no visible track to query; excluded from the means')
+    _write_json(video_dir / RESULT_FILE, result)
+    return result
+
+  t0 = time.time()
+  write_frames(video, video_dir / INPUT_DIR)
+  wall['write_frames'] = time.time() - t0
+  workdir = video_dir / f'{RUN_DIR_PREFIX}{key["config_hash"]}'
+  t0 = time.time()
+  pipeline.preprocess_stage(str(video_dir / INPUT_DIR), workdir, config, progress=progress)
+  wall['preprocess'] = time.time() - t0
+  if 'omnimotion' in trackers:
+    t0 = time.time()
+    pipeline.train_stage(config, workdir, progress=progress)
+    wall['train'] = time.time() - t0
+  metrics = evaluate.evaluate_workdir(
+      config, workdir, query_points=sampled['query_points'],
+      target_points=sampled['target_points'], occluded=sampled['occluded'],
+      query_mode=query_mode, trackers=trackers, progress=progress)
+  for name in trackers:
+    # evaluate_workdir times each tracker (tracking + scoring); report it as a stage.
+    wall[f'track_{name}'] = metrics[name].pop('wall_s')
+  wall['total'] = time.time() - start
+  wall = {k: round(v, 3) for k, v in wall.items()}
+  if previous and all(previous.get(k) == v for k, v in key.items()):
+    # Same config: the earlier trackers' scores stay valid; this run's values win.
+    metrics = {**previous.get('metrics', {}), **metrics}
+    wall = {**previous.get('wall_s', {}), **wall}
+    result['trackers'] = list(metrics)
+  result.update(metrics=metrics, wall_s=wall,
+                workdir=str(workdir.relative_to(video_dir)))
+  _write_json(video_dir / RESULT_FILE, result)
+  return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary.
+
+
+def _fmt(value: float | None, x100: bool) -> str:
+  if value is None or not np.isfinite(value):
+    return '-'
+  return f'{100 * value:.1f}' if x100 else f'{value:.3f}'
+
+
+def _published_cell(entry: tuple[float, bool] | None, x100: bool) -> str:
+  if entry is None:
+    return '-'
+  value, verified = entry
+  text = f'{value:.1f}' if x100 else f'{value:.2f}'
+  return text if verified else f'{text}*'
+
+
+def collect_results(out: Path, key: dict) -> dict[str, dict]:
+  """Every OUT/videos/*/result.json matching `key` (hash, dataset, resolution, mode), by folder."""
+  found = {}
+  for path in sorted((out / VIDEOS_DIR).glob(f'*/{RESULT_FILE}')):
+    result = _read_json(path)
+    if result and all(result.get(k) == v for k, v in key.items()):
+      found[path.parent.name] = result
+  return found
+
+
+def summarize(results: dict[str, dict]) -> dict:
+  """Plain means over videos (TapNet's protocol), per tracker, over the videos that have it."""
+  means = {}
+  for tracker in TRACKERS:
+    rows = [r['metrics'][tracker] for r in results.values() if tracker in r.get('metrics', {})]
+    if not rows:
+      continue
+    means[tracker] = {name: float(np.nanmean([row[name] for row in rows]))
+                      for name, _, _ in COLUMNS}
+    means[tracker]['num_videos'] = len(rows)
+  return means
+
+
+def format_summary(summary: dict) -> str:
+  """The markdown summary (our means, published numbers, per-video rows)."""
+  backend = summary['flow_backend']
+  header = '| method | ' + ' | '.join(title for _, title, _ in COLUMNS) + ' | videos |'
+  rule = '|---|' + '---|' * (len(COLUMNS) + 1)
+  progress = summary['progress']
+  done_line = ('all selected videos are done' if progress['all_done'] else
+               f'NOT all done: {progress["missing"]} of the {progress["selected"]} selected videos '
+               'have no up-to-date result.json yet (other shards still running, or not started)')
+  lines = [
+      f'# TAP-Vid evaluation: {summary["dataset"]} ({summary["resolution"]}), '
+      f'query mode {summary["query_mode"]}',
+      '',
+      f'- config: `{summary["config"]}` (hash `{summary["config_hash"]}`)',
+      f'- videos included: {summary["num_included"]}; {done_line}.',
+      f'- metrics at 256x256 as TapNet computes them; AJ, <delta^x_avg and OA x100, TC in px '
+      '(lower is better); plain mean over videos.',
+  ]
+  if not summary['resolution'].endswith(DEFAULT_RESOLUTION):  # '256x256' or 'mini_256x256'.
+    lines.append(f'- note: frames at {summary["resolution"]}, not the TAP-Vid protocol\'s 256x256.')
+  if summary['query_mode'] != 'strided' and summary['published']:
+    lines.append('- note: the published numbers are (believed to be) strided; this run is '
+                 f'{summary["query_mode"]}, so they are not directly comparable.')
+  lines += ['', '## Means', '', header, rule]
+  for tracker, m in summary['means'].items():
+    label = TRACKER_LABELS[tracker].format(backend=backend)
+    cells = ' | '.join(_fmt(m[name], x100) for name, _, x100 in COLUMNS)
+    lines.append(f'| ours: {label} | {cells} | {m["num_videos"]} |')
+  if not summary['means']:
+    lines.append('| ours: (no finished video yet) |' + ' - |' * (len(COLUMNS) + 1))
+  for label, values in PUBLISHED.get(summary['dataset'], ()):
+    cells = ' | '.join(_published_cell(values.get(name), x100) for name, _, x100 in COLUMNS)
+    lines.append(f'| published: {label} | {cells} | - |')
+  lines += ['', PUBLISHED_NOTE if summary['published'] else
+            f'No published numbers exist for {summary["dataset"]}.']
+  lines += ['', '## Per video', '',
+            '| video | tracker | ' + ' | '.join(t for _, t, _ in COLUMNS) + ' | wall (s) |',
+            '|---|---|' + '---|' * (len(COLUMNS) + 1)]
+  for folder, result in summary['videos'].items():
+    video_id = result.get('video_id', folder)
+    for tracker, m in result.get('metrics', {}).items():
+      cells = ' | '.join(_fmt(m[name], x100) for name, _, x100 in COLUMNS)
+      wall = result['wall_s'].get('total', 0)
+      lines.append(f'| {video_id} | {tracker} | {cells} | {wall:.1f} |')
+    if not result.get('metrics'):
+      lines.append(f'| {video_id} | - |' + ' - |' * len(COLUMNS) + f' {result.get("note", "")} |')
+  return '\n'.join(lines) + '\n'
+
+
+def write_summary(out: Path, key: dict, selected: list[str], config_label: str,
+                  flow_backend: str) -> dict:
+  """Writes OUT/summary.md and OUT/summary.json from every matching result.json present.
+
+  `selected` lists the folder names of the videos this run's selection covers (all shards), to
+  say how many are still missing.
+  """
+  results = collect_results(out, key)
+  missing = [name for name in selected if name not in results]
+  summary = {
+      **key, 'config': config_label, 'flow_backend': flow_backend,
+      'num_included': sum(1 for r in results.values() if r.get('metrics')),
+      'progress': {'selected': len(selected), 'done': len(selected) - len(missing),
+                   'missing': len(missing), 'missing_ids': missing, 'all_done': not missing},
+      'means': summarize(results),
+      'published': {label: {k: {'value': v, 'verified': ok} for k, (v, ok) in values.items()}
+                    for label, values in PUBLISHED.get(key['dataset'], ())},
+      'videos': results,
+  }
+  _write_json(out / SUMMARY_JSON, summary)
+  fileio.write_text_atomic(out / SUMMARY_MD, format_summary(summary))
+  return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point.
+
+
+def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigDict | str,
+                   manual_dir: str | os.PathLike | None, out: str | os.PathLike, *,
+                   data_dir: str | os.PathLike | None = None,
+                   videos: str | Sequence[str | int] | None = None,
+                   shard: str | tuple[int, int] | None = None,
+                   baseline: str | None = None,
+                   resolution: str = DEFAULT_RESOLUTION,
+                   config_label: str | None = None,
+                   progress: bool = True,
+                   log: Callable[[str], None] | None = print) -> dict:
+  """Evaluates (resumably, optionally one shard of) a TAP-Vid set; see the module docstring.
+
+  Args:
+    dataset: 'tapvid_davis', 'tapvid_rgb_stacking', 'tapvid_kinetics' or 'tapvid_synthetic'.
+    query_mode: 'strided' (OmniMotion's protocol) or 'first'.
+    config: a loaded config, or a config name/path.
+    manual_dir: folder with the TAP-Vid files (unused for tapvid_synthetic and once the set is
+      prepared in data_dir).
+    out: results folder (OUT/videos/<id>/..., OUT/summary.md, OUT/summary.json).
+    data_dir: TFDS data dir for the prepared set (default $TFDS_DATA_DIR, else
+      ~/tensorflow_datasets).
+    videos: 'a,b' or a list of video ids or positions in the split (default: all).
+    shard: 'i/n' or (i, n): videos i, i+n, ... of the selection (default: this JAX process's).
+    baseline: 'chained' or 'direct' to score only that flow baseline (no optimisation).
+    resolution: builder config: '256x256' (default, the protocol); tapvid_synthetic also has
+      'mini_256x256' (its 4-video suite); 'full' keeps the original size (not the protocol).
+    config_label: how the summary names the config (default: its hash).
+    progress: progress bars.
+    log: one-line progress messages (None for silence).
+
+  Returns:
+    The summary dict (as summary.json) plus 'summary_path', 'evaluated' and 'skipped' (ids).
+  """
+  log = log or (lambda _: None)
+  if query_mode not in QUERY_MODES:
+    raise UserInputError(f'--query_mode {query_mode!r}: choose one of {", ".join(QUERY_MODES)}.')
+  if baseline is not None and baseline not in BASELINES:
+    raise UserInputError(f'--baseline {baseline!r}: choose one of {", ".join(BASELINES)} (or '
+                         'leave it out to optimise OmniMotion and score all three trackers).')
+  if dataset not in builders.BUILDERS:
+    raise UserInputError(f'--dataset {dataset!r}: choose one of {", ".join(builders.BUILDERS)}.')
+  configs = [c.name for c in builders.BUILDERS[dataset].BUILDER_CONFIGS]
+  if resolution not in configs:
+    raise UserInputError(f'--resolution {resolution!r}: {dataset} has {", ".join(configs)}; use '
+                         f'{DEFAULT_RESOLUTION} for the TAP-Vid protocol.')
+  shard = parse_shard(shard)
+  wanted = parse_videos(videos)
+  if isinstance(config, str):
+    config_label = config_label or config
+    config = load_config(config)
+  chash = config_hash(config)
+  config_label = config_label or chash
+  trackers = TRACKERS if baseline is None else (baseline,)
+  out = Path(out)
+  data_dir = _data_dir(data_dir)
+
+  # With several processes, prepare the set once beforehand (see the README): TFDS preparation
+  # is not safe to run concurrently into one data_dir.
+  all_ids = list_videos(dataset, data_dir, manual_dir, resolution)
+  folders = folder_names(all_ids)
+  selected = select_videos(all_ids, wanted, dataset)
+  if shard is None:
+    shard = default_shard()
+  mine = selected[shard[0]::shard[1]]
+  key = {'dataset': dataset, 'resolution': resolution, 'query_mode': query_mode,
+         'config_hash': chash}
+  log(f'eval {dataset}/{resolution} ({query_mode}), config {config_label} [{chash}], trackers '
+      f'{",".join(trackers)}: {len(mine)} of {len(selected)} selected videos in shard '
+      f'{shard[0]}/{shard[1]}')
+
+  evaluated, skipped, todo = [], [], []
+  for index in mine:
+    video_dir = out / VIDEOS_DIR / folders[index]
+    if is_up_to_date(_read_json(video_dir / RESULT_FILE), key, trackers):
+      skipped.append(all_ids[index])
+      log(f'  {all_ids[index]}: skipped (result.json up to date)')
+    else:
+      todo.append(index)
+  examples = builders.load_tapvid(dataset, data_dir, manual_dir, resolution, videos=todo)
+  for count, (index, example) in enumerate(zip(todo, examples), 1):
+    video_id = example['video_id']
+    t0 = time.time()
+    video_dir = out / VIDEOS_DIR / folders[index]
+    result = evaluate_video(example, video_dir, config, query_mode=query_mode, trackers=trackers,
+                            key=key, position=index, progress=progress,
+                            previous=_read_json(video_dir / RESULT_FILE))
+    evaluated.append(video_id)
+    scores = ' '.join(f'{name} AJ {_fmt(result["metrics"][name]["average_jaccard"], True)}'
+                      for name in trackers if name in result['metrics'])
+    log(f'  [{count}/{len(todo)}] {video_id} (position {index}): {scores or result.get("note")} '
+        f'({time.time() - t0:.0f} s)')
+
+  summary = write_summary(out, key, [folders[i] for i in selected], config_label,
+                          str(config.data.flow_backend))
+  log(f'summary: {out / SUMMARY_MD} ({summary["num_included"]} videos; '
+      f'{"all done" if summary["progress"]["all_done"] else "not all done"})')
+  return {**summary, 'summary_path': str(out / SUMMARY_MD), 'evaluated': evaluated,
+          'skipped': skipped}
