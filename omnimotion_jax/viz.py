@@ -621,6 +621,23 @@ def load_frames(workdir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | N
   return frames, indices
 
 
+def _input_scale(workdir: Path, frames: np.ndarray) -> tuple[float, float]:
+  """(sx, sy) model px per input px: tracks files are in the INPUT video's px, frames are not."""
+  from omnimotion_jax import store  # pylint: disable=g-import-not-at-top
+  meta = store.read_meta(workdir / 'sequence.npz') or {}
+  in_h, in_w = meta.get('input_size', frames.shape[1:3])
+  return frames.shape[2] / in_w, frames.shape[1] / in_h
+
+
+def _tracks_to_model(tracks: np.ndarray, query_points: np.ndarray | None, sx: float, sy: float):
+  """Input px -> model px (pixel centres): x' = (x + 0.5) sx - 0.5; queries are (t, y, x)."""
+  tracks = np.stack([(tracks[..., 0] + 0.5) * sx - 0.5, (tracks[..., 1] + 0.5) * sy - 0.5], -1)
+  if query_points is not None:
+    query_points = np.stack([query_points[:, 0], (query_points[:, 1] + 0.5) * sy - 0.5,
+                             (query_points[:, 2] + 0.5) * sx - 0.5], -1)
+  return tracks, query_points
+
+
 def _workdir_mask(workdir: Path, query_points: np.ndarray, frame_indices: np.ndarray,
                   height: int, width: int) -> np.ndarray | None:
   """Foreground bool [T, H, W] (only query frames filled) from masks/ or mask.png, or None."""
@@ -697,6 +714,8 @@ def render_outputs(workdir: str | os.PathLike, *, fps: float = DEFAULT_FPS,
       tracks = np.asarray(data['tracks'], np.float64)
       occluded = np.asarray(data['occluded'], bool)
       query_points = np.asarray(data['query_points'], np.float64)
+    sx, sy = _input_scale(workdir, frames)
+    tracks, query_points = _tracks_to_model(tracks, query_points, sx, sy)
     if tracks.shape[1] != len(frames):
       log.warning('tracks.npz has %d frames, sequence.npz %d: no track videos',
                   tracks.shape[1], len(frames))
@@ -731,12 +750,14 @@ def render_outputs(workdir: str | os.PathLike, *, fps: float = DEFAULT_FPS,
         with np.load(gt_path) as data:
           gt_tracks = np.asarray(data['target_points'], np.float64)
           gt_occ = np.asarray(data['occluded'], bool)
+        gt_tracks, _ = _tracks_to_model(gt_tracks, None, sx, sy)
         if eval_path.exists():
           # The run tracked a grid for display and the ground-truth queries separately.
           with np.load(eval_path) as data:
             tracks = np.asarray(data['tracks'], np.float64)
             occluded = np.asarray(data['occluded'], bool)
             query_points = np.asarray(data['query_points'], np.float64)
+          tracks, query_points = _tracks_to_model(tracks, query_points, sx, sy)
           keep = _auto_thin(query_points, height, width, MAX_DRAWN_POINTS, grid_step)
         if gt_tracks.shape != tracks.shape:
           log.warning('gt.npz target_points %s do not match tracks %s: no GT comparison',
