@@ -109,6 +109,12 @@ def cmd_track(args) -> None:
   print(f'wrote {out}')
 
 
+def cmd_depth(args) -> None:
+  from omnimotion_jax import pipeline
+  path = pipeline.depth_stage(_saved_or_given_config(args), Path(args.workdir))
+  print(f'wrote {path}')
+
+
 def cmd_run(args) -> None:
   from omnimotion_jax import pipeline
   outputs = pipeline.run(args.video, Path(args.workdir), _load(args), grid=args.grid,
@@ -196,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
                  help='override one config field (e.g. track.occlusion_threshold=0.95)')
   p.set_defaults(func=cmd_track)
+
+  p = sub.add_parser('depth', help='pseudo-depth maps of every frame with a trained model',
+                     description='Writes WORKDIR/depth.npy: float32 [N,H,W], the expected local '
+                                 'depth sum_k w_k z_k of every pixel (model resolution).')
+  p.add_argument('--workdir', required=True, help='trained run folder')
+  p.add_argument('--config', default=None, help='config (default: the one saved in WORKDIR)')
+  p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
+  p.set_defaults(func=cmd_depth)
 
   p = sub.add_parser('run', help='preprocess + train + track a grid + pseudo-depth, in one go')
   p.add_argument('video', help='video file or folder of frames')

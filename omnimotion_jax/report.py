@@ -74,6 +74,7 @@ _TRAIN = 'omnimotion-jax train --workdir {w}'
 _TRACK = 'omnimotion-jax track --workdir {w}'
 _EVAL = 'an evaluation run on synthetic / TAP-Vid data (omnimotion-jax eval ... --workdir {w})'
 _VIZ = 'omnimotion-jax viz --workdir {w}'
+_DEPTH = 'omnimotion-jax depth --workdir {w}'
 ARTIFACTS = (
     ('config.json', 'resolved config', _TRAIN),
     ('preprocess.json', 'preprocessing facts and timings', _PREPROCESS),
@@ -82,7 +83,7 @@ ARTIFACTS = (
     ('train.json', 'training summary', _TRAIN),
     ('snapshots', 'pseudo-depth snapshots during training', _TRAIN),
     ('tracks.npz', 'tracks and occlusion', _TRACK),
-    ('depth.npy', 'pseudo-depth of every frame', _TRACK),
+    ('depth.npy', 'pseudo-depth of every frame', _DEPTH),
     ('timings.json', 'wall time per stage', 'omnimotion-jax run VIDEO --workdir {w}'),
     ('gt.npz', 'ground-truth tracks (synthetic / TAP-Vid runs only)', _EVAL),
     ('eval.json', 'TAP-Vid metrics (synthetic / TAP-Vid runs only)', _EVAL),
@@ -513,11 +514,11 @@ def write_report(workdir: str | os.PathLike) -> Path:
   if (report / 'depth.mp4').exists() or strips:
     _write_depth_legend(report)
 
-  sections = [f'<h2>Status</h2>{status}']
+  # What people look at first (numbers, videos, curves), then the bookkeeping.
+  sections = []
   if missing:
-    sections.append(f'<p class="missing">Missing: {_e(", ".join(missing))} (commands above). '
-                    'The sections below show what exists.</p>')
-  sections.append(f'<h2>Wall time</h2>{_timings_section(workdir)}')
+    sections.append(f'<p class="missing">Missing: {_e(", ".join(missing))} (see Status below). '
+                    'The sections show what exists.</p>')
 
   evaluation = _read_json(workdir / 'eval.json')
   if isinstance(evaluation, dict) and evaluation:
@@ -526,6 +527,8 @@ def write_report(workdir: str | os.PathLike) -> Path:
   else:
     sections.append('<h2>Metrics</h2>' + _missing(
         'eval.json (TAP-Vid metrics; synthetic / TAP-Vid runs only)', _EVAL.format(w=workdir)))
+
+  sections.append(f'<h2>Videos</h2>{_videos_section(workdir, report)}')
 
   if plots:
     loss_html = ''
@@ -542,8 +545,9 @@ def write_report(workdir: str | os.PathLike) -> Path:
     sections.append('<h2>Training curves</h2>' + _missing('metrics.jsonl (training log)',
                                                           _TRAIN.format(w=workdir)))
 
-  sections.append(f'<h2>Videos</h2>{_videos_section(workdir, report)}')
   sections.append(f'<h2>Pseudo-depth during training</h2>{_snapshots_section(workdir, strips)}')
+  sections.append(f'<h2>Wall time</h2>{_timings_section(workdir)}')
+  sections.append(f'<h2>Status</h2>{status}')
   sections.append(f'<h2>Config</h2>{_config_section(workdir)}')
 
   now = datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')
