@@ -18,7 +18,7 @@ Suite (every setting in its own subprocess, so peak RSS is per setting):
   .venv/bin/python benchmarks/train_step.py --suite --only ref-      # the three reference rows
 
 Reference rows (reference PyTorch, 2-core CPU, 20 frames at 128 x 128;
-/work/shared/reference/reference-cpu-timing.md): default 46.2 s/step, paper 43.9 s/step, small
+the project's shared reference notes, reference-cpu-timing.md): default 46.2 s/step, paper 43.9 s/step, small
 (paper with 4 pairs x 128 points, 16 samples) 2.10 s/step. When a run's resolved model config,
 pairs, points and video shape equal one of them, the JSON gets `reference_s_per_step`,
 `target_ms_per_step` (= reference / 3) and `target_met`.
