@@ -26,6 +26,12 @@ def enable_compilation_cache(cache_dir: str | os.PathLike | None = None) -> None
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 
 
+def _add_saved_config_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument('--config', default=None, help='config (default: the one saved in WORKDIR)')
+  p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                 help='override one config field (e.g. track.occlusion_threshold=0.95)')
+
+
 def _add_config_args(p: argparse.ArgumentParser, default: str = 'default') -> None:
   p.add_argument('--config', default=default,
                  help=f'config file (configs/*.py) or its name, e.g. cpu_tiny (default: {default})')
@@ -72,20 +78,19 @@ def _load(args):
 
 def _saved_or_given_config(args):
   """For stages after training: the config saved in the workdir unless --config is given."""
+  import ml_collections
   from omnimotion_jax import checkpoint
-  from omnimotion_jax.config import load_config
+  from omnimotion_jax.config import apply_override, load_config
   enable_compilation_cache()
-  if args.config is None:
-    saved = checkpoint.load_saved_config(Path(args.workdir))
-    if saved is None:
-      raise UserInputError(f'{args.workdir}: no config.json (not trained yet?); pass --config.')
-    import ml_collections
-    config = ml_collections.ConfigDict(saved)
-    for item in args.overrides:
-      from omnimotion_jax.config import apply_override
-      apply_override(config, item)
-    return config
-  return load_config(args.config, args.overrides)
+  if args.config is not None:
+    return load_config(args.config, args.overrides)
+  saved = checkpoint.load_saved_config(Path(args.workdir))
+  if saved is None:
+    raise UserInputError(f'{args.workdir}: no config.json (not trained yet?); pass --config.')
+  config = ml_collections.ConfigDict(saved)
+  for item in args.overrides:
+    apply_override(config, item)
+  return config
 
 
 def cmd_preprocess(args) -> None:
@@ -198,17 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
   q.add_argument('--grid', type=int, help='track a grid every GRID px of --frame')
   p.add_argument('--frame', type=int, default=0, help='query frame of the grid (default 0)')
   p.add_argument('--out', help='output .npz (default WORKDIR/tracks.npz)')
-  p.add_argument('--config', default=None, help='config (default: the one saved in WORKDIR)')
-  p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
-                 help='override one config field (e.g. track.occlusion_threshold=0.95)')
+  _add_saved_config_args(p)
   p.set_defaults(func=cmd_track)
 
   p = sub.add_parser('depth', help='pseudo-depth maps of every frame with a trained model',
                      description='Writes WORKDIR/depth.npy: float32 [N,H,W], the expected local '
                                  'depth sum_k w_k z_k of every pixel (model resolution).')
   p.add_argument('--workdir', required=True, help='trained run folder')
-  p.add_argument('--config', default=None, help='config (default: the one saved in WORKDIR)')
-  p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
+  _add_saved_config_args(p)
   p.set_defaults(func=cmd_depth)
 
   p = sub.add_parser('run', help='preprocess + train + track a grid + pseudo-depth, in one go')

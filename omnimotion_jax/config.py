@@ -78,9 +78,8 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
   old = node[parts[-1]]
   if isinstance(old, tuple) and isinstance(value, list):
     value = tuple(value)
-  if old is not None and value is not None and isinstance(old, (int, float)) and not isinstance(
-      old, bool) and isinstance(value, (int, float)):
-    value = type(old)(value) if isinstance(old, float) else value
+  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)  # `--set train.lr_bijection=1` means 1.0.
   try:
     node[parts[-1]] = value
   except TypeError as e:

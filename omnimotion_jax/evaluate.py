@@ -17,7 +17,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from omnimotion_jax import baselines, fileio, pipeline, tapvid
+from omnimotion_jax import baselines, fileio, pipeline, store, tapvid
 
 GT_FILE = 'gt.npz'
 EVAL_FILE = 'eval.json'
@@ -78,9 +78,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: Path, *,
   seq = pipeline.load_sequence(workdir)
   in_h, in_w = seq.meta.get('input_size', seq.size)
   sx, sy = pipeline.input_scale(seq)
-  to_model = lambda q: np.stack([np.round(q[:, 0]), (q[:, 1] + 0.5) * sy - 0.5,
-                                 (q[:, 2] + 0.5) * sx - 0.5], -1)
-  to_input = lambda tr: np.stack([(tr[..., 0] + 0.5) / sx - 0.5, (tr[..., 1] + 0.5) / sy - 0.5], -1)
+  to_model = lambda q: store.rescale_tyx(q, sx, sy)
+  to_input = lambda tr: store.rescale_xy(tr, 1 / sx, 1 / sy)
   results = {}
   for name in trackers:
     start = time.time()

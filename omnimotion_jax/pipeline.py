@@ -51,9 +51,7 @@ def video_shape(seq: store.SequenceData) -> render.VideoShape:
 
 def input_scale(seq: store.SequenceData) -> tuple[float, float]:
   """(sx, sy): model px per input px (pixel centres: x_model = (x_in + 0.5) sx - 0.5)."""
-  in_h, in_w = seq.meta.get('input_size', seq.size)
-  h, w = seq.size
-  return w / in_w, h / in_h
+  return store.input_scale(seq.meta, seq.size)
 
 
 def preprocess_stage(video: str, workdir: Path, config: ml_collections.ConfigDict,
@@ -140,14 +138,14 @@ def track_stage(config: ml_collections.ConfigDict, workdir: Path, *,
   if ((t < 0) | (t > video.num_frames - 1)).any():
     raise UserInputError(f'query frames must lie in 0..{video.num_frames - 1} (of the '
                          'preprocessed video).')
-  model_q = np.stack([t, (queries[:, 1] + 0.5) * sy - 0.5, (queries[:, 2] + 0.5) * sx - 0.5], -1)
+  model_q = store.rescale_tyx(np.concatenate([t[:, None], queries[:, 1:]], -1), sx, sy)
   margin = render.occlusion_margin(model, config.track.occlusion_eps_factor)
   mapper = track.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc)
   tracks, occluded = track.track_queries(mapper, params, model_q, video,
                                          chunk_size=config.track.chunk_size,
                                          occlusion_threshold=config.track.occlusion_threshold,
                                          progress=progress)
-  tracks_in = np.stack([(tracks[..., 0] + 0.5) / sx - 0.5, (tracks[..., 1] + 0.5) / sy - 0.5], -1)
+  tracks_in = store.rescale_xy(tracks, 1 / sx, 1 / sy)
   out = Path(out) if out is not None else workdir / TRACKS_FILE
   fileio.write_npz_atomic(out, {'tracks': tracks_in.astype(np.float32), 'occluded': occluded,
                                 'query_points': queries.astype(np.float32)})

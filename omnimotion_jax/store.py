@@ -150,6 +150,26 @@ class SequenceData:
     return json.loads(self.meta_json)
 
 
+def input_scale(meta: dict, size: tuple[int, int]) -> tuple[float, float]:
+  """(sx, sy): store (model) px per input-video px, from a store's meta and its (H, W)."""
+  in_h, in_w = meta.get('input_size', size)
+  return size[1] / in_w, size[0] / in_h
+
+
+def rescale_xy(xy: np.ndarray, sx: float, sy: float) -> np.ndarray:
+  """(x, y) px [..., 2] between resolutions, pixel centres kept: x' = (x + 0.5) sx - 0.5.
+
+  Input -> model px with input_scale(); model -> input px with (1/sx, 1/sy).
+  """
+  return (np.asarray(xy, np.float32) + 0.5) * np.array([sx, sy], np.float32) - 0.5
+
+
+def rescale_tyx(queries: np.ndarray, sx: float, sy: float) -> np.ndarray:
+  """(t, y, x) queries [Q, 3] between resolutions (t unchanged); see rescale_xy."""
+  queries = np.asarray(queries, np.float32)
+  return np.concatenate([queries[:, :1], rescale_xy(queries[:, :0:-1], sx, sy)[:, ::-1]], -1)
+
+
 def make_pair_index(pairs: np.ndarray, num_frames: int) -> np.ndarray:
   """int32 [N, N]: row of each ordered pair in `pairs`, -1 elsewhere."""
   index = np.full((num_frames, num_frames), -1, np.int32)

@@ -624,17 +624,15 @@ def load_frames(workdir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | N
 def _input_scale(workdir: Path, frames: np.ndarray) -> tuple[float, float]:
   """(sx, sy) model px per input px: tracks files are in the INPUT video's px, frames are not."""
   from omnimotion_jax import store  # pylint: disable=g-import-not-at-top
-  meta = store.read_meta(workdir / 'sequence.npz') or {}
-  in_h, in_w = meta.get('input_size', frames.shape[1:3])
-  return frames.shape[2] / in_w, frames.shape[1] / in_h
+  return store.input_scale(store.read_meta(workdir / 'sequence.npz') or {}, frames.shape[1:3])
 
 
 def _tracks_to_model(tracks: np.ndarray, query_points: np.ndarray | None, sx: float, sy: float):
-  """Input px -> model px (pixel centres): x' = (x + 0.5) sx - 0.5; queries are (t, y, x)."""
-  tracks = np.stack([(tracks[..., 0] + 0.5) * sx - 0.5, (tracks[..., 1] + 0.5) * sy - 0.5], -1)
+  """Input px -> model px for tracks [..., 2] (x, y) and optional queries [Q, 3] (t, y, x)."""
+  from omnimotion_jax import store  # pylint: disable=g-import-not-at-top
+  tracks = store.rescale_xy(tracks, sx, sy).astype(np.float64)
   if query_points is not None:
-    query_points = np.stack([query_points[:, 0], (query_points[:, 1] + 0.5) * sy - 0.5,
-                             (query_points[:, 2] + 0.5) * sx - 0.5], -1)
+    query_points = store.rescale_tyx(query_points, sx, sy).astype(np.float64)
   return tracks, query_points
 
 
