@@ -1,6 +1,6 @@
 """CPU setting that still shows OmniMotion's advantage over chained flow (2-core CPU, minutes).
 
-Smaller networks and fewer samples than the reference, 3k steps instead of 100k, with learning
+Smaller networks and fewer samples than the reference, 2k steps instead of 100k, with learning
 rates raised and every step-based schedule (LR decay, loss ramps, distortion start, max-gap
 growth, hard mining) compressed by the same factor, so the run goes through the reference's
 phases in order. Everything else (losses, thresholds, sampling rules) is the reference default.
@@ -12,7 +12,7 @@ Quality:  .venv/bin/python benchmarks/quality.py --config cpu_quality   (see ben
 from configs import default
 
 # Steps of this setting; every step-based schedule is scaled by steps / REFERENCE_STEPS.
-DEFAULT_STEPS = 3000
+DEFAULT_STEPS = 2000
 REFERENCE_STEPS = 100_000
 
 
@@ -43,7 +43,7 @@ def get_config(num_steps: int = DEFAULT_STEPS):
   train.max_gap_grow_every = max(1, int(2000 * scale))
   train.hard_mining_start = int(20_000 * scale)
   train.hard_mining_every = int(20_000 * scale)
-  train.hard_mining_stride = 2
+  train.hard_mining_stride = 4  # error maps on every 4th px (then blurred): cheap on 256^2 videos
   train.w_rgb_ramp_steps = int(5000 * scale)
   train.w_flow_grad_ramp_steps = int(500_000 * scale)
   train.w_distortion_start = int(40_000 * scale)
@@ -51,5 +51,9 @@ def get_config(num_steps: int = DEFAULT_STEPS):
   train.steps_per_dispatch = 10
   train.log_every = 50
   train.checkpoint_every = 500
+  # Forward-backward occlusion check at 3 model px: +1.3 and +2.5 AJ when re-tracking two trained
+  # synthetic-mini models (most missed occlusions there are points that left the view and were
+  # mapped onto other content; the depth test cannot see those).
+  config.track.cycle_threshold = 3.0
   config.track.chunk_size = 4096
   return config

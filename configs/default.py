@@ -175,6 +175,10 @@ def get_config() -> ml_collections.ConfigDict:
   track.occlusion_threshold = 0.99
   # Occlusion depth margin eps = occlusion_eps_factor * (max_depth - min_depth) / K.
   track.occlusion_eps_factor = 1.1
+  # Forward-backward check (not in the reference; 0 = off): also occluded if the surface seen at
+  # the predicted px, mapped back to the query frame, lands more than this many px (model
+  # resolution) from the query.
+  track.cycle_threshold = 0.0
   # Queries per compiled chunk (fixed size; the last chunk is padded).
   track.chunk_size = 4096
 

@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from omnimotion_jax import fastmath
 from omnimotion_jax.gabor import torch_dense, torch_linear_init
 
 
@@ -67,14 +68,14 @@ def coupling_encoding(kept: jax.Array, num_freqs: int) -> jax.Array:
   parts = [kept]
   for c in range(2):
     angles = kept[..., c:c + 1] * freqs
-    parts += [jnp.sin(angles), jnp.cos(angles)]
+    parts += [fastmath.sin(angles), fastmath.cos(angles)]
   return jnp.concatenate(parts, axis=-1)
 
 
 def depth_encoding(z: jax.Array, num_freqs: int) -> jax.Array:
   """Interleaved encoding of depth, [..., 1] -> [..., 2*num_freqs]: (sin f0 z, cos f0 z, sin f1 z, ...)."""
   angles = z * (math.pi * 2.0 ** jnp.arange(num_freqs, dtype=z.dtype))
-  return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(z.shape[:-1] + (-1,))
+  return jnp.stack([fastmath.sin(angles), fastmath.cos(angles)], axis=-1).reshape(z.shape[:-1] + (-1,))
 
 
 class CouplingLayer(nn.Module):
@@ -113,13 +114,17 @@ class CouplingLayer(nn.Module):
   def scale_shift(self, x: jax.Array, cond: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(s, t) [..., 1] each, from the untouched coordinates of x [..., 3] and cond [..., hidden[0]]."""
     cfg = self.config
-    kept = jnp.stack([x[..., c] for c in self.kept], axis=-1)
+    lead = x.shape[:-1]
+    # Matmuls on flat [M, d] rows: XLA:CPU's weight-gradient dots are ~1.5x slower on
+    # [P, R, K, d] inputs. The per-frame `cond` is added in the batched shape (it broadcasts).
+    kept = jnp.stack([x[..., c] for c in self.kept], axis=-1).reshape(-1, 2)
     pos = self._act(self.pos_proj(coupling_encoding(kept, cfg.pe_freqs)))
-    h = jnp.matmul(pos, self.st_in_kernel[cfg.code_proj_dim:], precision=self._prec) + cond
-    h = self._act(h)
+    h = jnp.matmul(pos, self.st_in_kernel[cfg.code_proj_dim:], precision=self._prec)
+    h = self._act(h.reshape(lead + (h.shape[-1],)) + cond)
+    h = h.reshape(-1, h.shape[-1])
     for layer in self.st_hidden:
       h = self._act(layer(h))
-    st = self.st_out(h)
+    st = self.st_out(h).reshape(lead + (2,))
     s = jnp.clip(st[..., 0:1], -cfg.scale_clamp, cfg.scale_clamp)
     return s, st[..., 1:2]
 
@@ -160,11 +165,12 @@ class DepthAffine(nn.Module):
     """Matrix [..., 2, 2] and translation [..., 2] for depths z [..., 1] and times t [..., 1]."""
     t = jnp.broadcast_to(t, z.shape)
     h = jnp.concatenate([depth_encoding(z, self.config.affine_pe_freqs), t, z], axis=-1)
+    h = h.reshape(-1, h.shape[-1])  # Flat rows: faster weight-gradient dots on XLA:CPU.
     for layer in self.hidden_layers:
       h = nn.relu(layer(h))
-    theta = self.out(h)
+    theta = self.out(h).reshape(z.shape[:-1] + (5,))
     angle, s1, s2 = theta[..., 0], jnp.exp(theta[..., 1]), jnp.exp(theta[..., 3])
-    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    cos, sin = fastmath.cos(angle), fastmath.sin(angle)
     matrix = jnp.stack([jnp.stack([cos * s1, -sin * s1], -1),
                         jnp.stack([sin * s2, cos * s2], -1)], -2)
     return matrix, jnp.stack([theta[..., 2], theta[..., 4]], -1)

@@ -141,10 +141,13 @@ def track_stage(config: ml_collections.ConfigDict, workdir: Path, *,
   model_q = store.rescale_tyx(np.concatenate([t[:, None], queries[:, 1:]], -1), sx, sy)
   margin = render.occlusion_margin(model, config.track.occlusion_eps_factor)
   mapper = track.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc)
+  back_mapper = track.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc,
+                                  with_occlusion=False)
   tracks, occluded = track.track_queries(mapper, params, model_q, video,
                                          chunk_size=config.track.chunk_size,
                                          occlusion_threshold=config.track.occlusion_threshold,
-                                         progress=progress)
+                                         cycle_threshold=config.track.get('cycle_threshold', 0.0),
+                                         back_mapper=back_mapper, progress=progress)
   tracks_in = store.rescale_xy(tracks, 1 / sx, 1 / sy)
   out = Path(out) if out is not None else workdir / TRACKS_FILE
   fileio.write_npz_atomic(out, {'tracks': tracks_in.astype(np.float32), 'occluded': occluded,

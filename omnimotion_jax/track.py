@@ -56,7 +56,8 @@ def map_in_chunks(mapper, params, px: np.ndarray, src: np.ndarray, tgt: np.ndarr
 
 
 def track_queries(mapper, params, queries: np.ndarray, video: render.VideoShape, *,
-                  chunk_size: int, occlusion_threshold: float, progress: bool = True):
+                  chunk_size: int, occlusion_threshold: float, cycle_threshold: float = 0.0,
+                  back_mapper=None, progress: bool = True):
   """Tracks query points through every frame.
 
   Args:
@@ -66,6 +67,12 @@ def track_queries(mapper, params, queries: np.ndarray, video: render.VideoShape,
     video: the model's video shape.
     chunk_size: rows per compiled call.
     occlusion_threshold: occluded if the opacity in front of the mapped point exceeds this.
+    cycle_threshold: if > 0, also occluded if the surface seen at the predicted px, mapped back
+      to the query frame, lands more than this many px from the query (a forward-backward check,
+      as for optical flow; not in the reference). It catches points that the model maps onto
+      other content, e.g. points that have left the field of view.
+    back_mapper: mapper for that check (`make_mapper(..., with_occlusion=False)` saves work);
+      defaults to `mapper`.
 
   Returns:
     tracks [Q, T, 2] (x, y) px and occluded [Q, T] bool. At the query frame the track is the
@@ -80,6 +87,10 @@ def track_queries(mapper, params, queries: np.ndarray, video: render.VideoShape,
                                    desc='tracking')
   tracks = mapped.reshape(q, t, 2)
   occluded = (score > occlusion_threshold).reshape(q, t)
+  if cycle_threshold > 0:
+    back, _, _ = map_in_chunks(back_mapper or mapper, params, mapped, tgt, src, chunk_size,
+                               progress, desc='cycle check')
+    occluded |= (np.linalg.norm(back - px, axis=-1) > cycle_threshold).reshape(q, t)
   outside = ((tracks[..., 0] < 0) | (tracks[..., 0] > video.width - 1)
              | (tracks[..., 1] < 0) | (tracks[..., 1] > video.height - 1))
   occluded = occluded | outside

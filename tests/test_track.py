@@ -1,0 +1,96 @@
+"""Tracking: output shapes and (t, y, x) -> (x, y) conventions, independence from other queries,
+out-of-frame and forward-backward occlusion, chunking."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from omnimotion_jax import render, track
+from omnimotion_jax import model as model_lib
+from omnimotion_jax.config import load_config
+
+VIDEO = render.VideoShape(num_frames=6, height=24, width=32)
+VELOCITY = np.array([3.0, -1.0], np.float32)  # px per frame, (x, y)
+
+
+def _translating_mapper(clamp: bool):
+  """A stand-in for make_mapper's output: every point moves by VELOCITY per frame.
+
+  With clamp=True, predictions are clamped into the frame (like a model that maps points which
+  left the view onto content inside it), which breaks forward-backward consistency there.
+  """
+
+  @jax.jit
+  def mapper(params, px, src, tgt):
+    del params
+    out = px + (tgt - src)[:, None].astype(jnp.float32) * VELOCITY
+    if clamp:
+      out = jnp.clip(out, 0.0, jnp.array([VIDEO.width - 1.0, VIDEO.height - 1.0]))
+    return out, jnp.zeros(px.shape[0]), jnp.zeros(px.shape[0])
+
+  return mapper
+
+
+@pytest.fixture(scope='module')
+def tiny_model():
+  config = load_config('cpu_tiny')
+  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  params = model_lib.init_params(model, jax.random.PRNGKey(0))
+  margin = render.occlusion_margin(model, config.track.occlusion_eps_factor)
+  return track.make_mapper(model, VIDEO, margin), params
+
+
+def test_shapes_and_coordinate_conventions():
+  queries = np.array([[2, 5.0, 7.0], [0, 10.0, 1.5], [5, 0.0, 31.0]], np.float32)  # (t, y, x)
+  tracks, occluded = track.track_queries(_translating_mapper(False), None, queries, VIDEO,
+                                         chunk_size=4, occlusion_threshold=0.99, progress=False)
+  assert tracks.shape == (3, VIDEO.num_frames, 2) and tracks.dtype == np.float32
+  assert occluded.shape == (3, VIDEO.num_frames) and occluded.dtype == bool
+  frames = np.arange(VIDEO.num_frames, dtype=np.float32)
+  expected = queries[:, None, [2, 1]] + (frames[None, :, None] - queries[:, None, :1]) * VELOCITY
+  np.testing.assert_allclose(tracks, expected, atol=1e-5)
+  for n, (t, y, x) in enumerate(queries):
+    np.testing.assert_array_equal(tracks[n, int(t)], [x, y])  # the query itself, as (x, y)
+    assert not occluded[n, int(t)]
+  # Outside [0, W-1] x [0, H-1] means occluded, inside means visible (score 0 here).
+  inside = ((expected[..., 0] >= 0) & (expected[..., 0] <= VIDEO.width - 1)
+            & (expected[..., 1] >= 0) & (expected[..., 1] <= VIDEO.height - 1))
+  np.testing.assert_array_equal(occluded, ~inside)
+
+
+def test_forward_backward_check_flags_points_mapped_onto_other_content():
+  queries = np.array([[0, 12.0, 2.0], [0, 12.0, 25.0]], np.float32)  # the 2nd leaves at frame 3
+  kw = dict(chunk_size=8, occlusion_threshold=0.99, progress=False)
+  mapper = _translating_mapper(clamp=True)
+  tracks, occluded = track.track_queries(mapper, None, queries, VIDEO, **kw)
+  assert not occluded[1].any()  # clamped inside the frame: the depth test cannot tell
+  _, checked = track.track_queries(mapper, None, queries, VIDEO, cycle_threshold=1.0, **kw)
+  left_view = 25.0 + np.arange(VIDEO.num_frames) * VELOCITY[0] > VIDEO.width - 1
+  np.testing.assert_array_equal(checked[1], left_view)
+  np.testing.assert_array_equal(checked[0], occluded[0])  # consistent points are unaffected
+  assert not checked[0].any()
+
+
+def test_tracks_do_not_depend_on_other_queries_or_chunking(tiny_model):
+  mapper, params = tiny_model
+  rng = np.random.default_rng(0)
+  queries = np.stack([rng.integers(0, VIDEO.num_frames, 9), rng.uniform(0, 23, 9),
+                      rng.uniform(0, 31, 9)], -1).astype(np.float32)
+  kw = dict(occlusion_threshold=0.5, progress=False)
+  tracks, occluded = track.track_queries(mapper, params, queries, VIDEO, chunk_size=16, **kw)
+  for chunk_size in (7, 64):  # different padding and chunk boundaries
+    t2, o2 = track.track_queries(mapper, params, queries[::-1], VIDEO, chunk_size=chunk_size, **kw)
+    np.testing.assert_allclose(t2[::-1], tracks, atol=1e-4)
+    np.testing.assert_array_equal(o2[::-1], occluded)
+  alone, alone_occ = track.track_queries(mapper, params, queries[4:5], VIDEO, chunk_size=16, **kw)
+  np.testing.assert_allclose(alone[0], tracks[4], atol=1e-4)
+  np.testing.assert_array_equal(alone_occ[0], occluded[4])
+
+
+def test_grid_queries_are_centred_tyx():
+  grid = track.grid_queries(VIDEO, step=10, frame=3)
+  assert grid.shape[1] == 3 and (grid[:, 0] == 3).all()
+  ys, xs = np.unique(grid[:, 1]), np.unique(grid[:, 2])
+  np.testing.assert_array_equal(ys, [1, 11, 21])  # (24 - 1) % 10 // 2 = 1
+  np.testing.assert_array_equal(xs, [0, 10, 20, 30])
