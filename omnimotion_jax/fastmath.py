@@ -3,12 +3,12 @@
 XLA:CPU lowers `jnp.sin`/`jnp.cos` to a scalar-heavy routine that costs ~10 ns per element on the
 2-core development machine (15x an `exp`); the GaborNets evaluate hundreds of millions of them
 per training step. These versions vectorise: Cody-Waite reduction by pi (with pi split in two so
-that k * PI_HI is exact for |x| < 4e5), then the odd Taylor polynomial of degree 11 on
+that k * PI_HI is exact for |x| < 2e5), then the odd Taylor polynomial of degree 11 on
 [-pi/2, pi/2] (truncation error < 6e-8), and the sign (-1)^k.
 
 Accuracy in float32 (tests/test_fastmath.py): |fast - exact| < 5e-7 for |x| <= 1e3, about the
 size of float32 rounding of x itself. Autodiff goes through the polynomial (the rounding of k has
-zero gradient), so d/dx sin(x) is the derivative polynomial, within 1e-6 of cos(x).
+zero gradient), so d/dx sin(x) is the derivative polynomial, within 2e-6 of cos(x).
 """
 
 import math
