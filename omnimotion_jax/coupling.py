@@ -75,7 +75,8 @@ def coupling_encoding(kept: jax.Array, num_freqs: int) -> jax.Array:
 def depth_encoding(z: jax.Array, num_freqs: int) -> jax.Array:
   """Interleaved encoding of depth, [..., 1] -> [..., 2*num_freqs]: (sin f0 z, cos f0 z, sin f1 z, ...)."""
   angles = z * (math.pi * 2.0 ** jnp.arange(num_freqs, dtype=z.dtype))
-  return jnp.stack([fastmath.sin(angles), fastmath.cos(angles)], axis=-1).reshape(z.shape[:-1] + (-1,))
+  encoded = jnp.stack([fastmath.sin(angles), fastmath.cos(angles)], axis=-1)
+  return encoded.reshape(z.shape[:-1] + (-1,))
 
 
 class CouplingLayer(nn.Module):
