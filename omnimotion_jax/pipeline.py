@@ -138,15 +138,18 @@ def track_stage(config: ml_collections.ConfigDict, workdir: Path, *,
   if ((t < 0) | (t > video.num_frames - 1)).any():
     raise UserInputError(f'query frames must lie in 0..{video.num_frames - 1} (of the '
                          'preprocessed video).')
-  model_q = store.rescale_tyx(np.concatenate([t[:, None], queries[:, 1:]], -1), sx, sy)
+  model_q = store.rescale_tyx(queries, sx, sy)
+  model_q[:, 0] = t
   margin = render.occlusion_margin(model, config.track.occlusion_eps_factor)
   mapper = track.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc)
+  # .get: configs saved by workdirs from before the check existed lack the field (= off).
+  cycle_threshold = config.track.get('cycle_threshold', 0.0)
   back_mapper = track.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc,
-                                  with_occlusion=False)
+                                  with_occlusion=False) if cycle_threshold > 0 else None
   tracks, occluded = track.track_queries(mapper, params, model_q, video,
                                          chunk_size=config.track.chunk_size,
                                          occlusion_threshold=config.track.occlusion_threshold,
-                                         cycle_threshold=config.track.get('cycle_threshold', 0.0),
+                                         cycle_threshold=cycle_threshold,
                                          back_mapper=back_mapper, progress=progress)
   tracks_in = store.rescale_xy(tracks, 1 / sx, 1 / sy)
   out = Path(out) if out is not None else workdir / TRACKS_FILE
