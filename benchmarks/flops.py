@@ -163,10 +163,10 @@ def build_train_step(config, num_frames: int, height: int, width: int, seed: int
   tc = config.train
   data = common.synthetic_train_data(num_frames, height, width)
   video = render.VideoShape(num_frames, height, width)
-  model_cfg = model_lib.model_config(config.model)
+  model_cfg = model_lib.model_config(config.model, num_frames)
   model, tx, _, single = train.compiled_train_steps(
       model_cfg, video, train.sampler_config(tc), train.loss_config(tc),
-      train.optimizer_config(tc), tc.hard_mining_start, 1)
+      train.optimizer_config(tc), tc.hard_mining_start, 1, tc.remat_chunks)
   init_key, loop_key = jax.random.split(jax.random.PRNGKey(config.seed + seed))
   state = train.create_train_state(model, tx, init_key, video)
   return single, state, jax.device_put(data), loop_key

@@ -54,7 +54,10 @@ SUITE_FRAMES = (50, 100, 250)
 SUITE_SIZE = (128, 128)
 
 # The reference's measured CPU timings (reference-cpu-timing.md), all at 20 frames of 128 x 128.
-SMALL_OVERRIDES = ('train.num_pairs=4', 'train.num_points=128', 'model.num_samples=16')
+# remat_chunks is not part of the reference's setting (it only trades memory for a forward): the
+# small batch fits in memory and runs faster without it (1.59 s vs 1.96 s/step with 16 chunks).
+SMALL_OVERRIDES = ('train.num_pairs=4', 'train.num_points=128', 'model.num_samples=16',
+                   'train.remat_chunks=1')
 REFERENCE_ROWS = (
     {'name': 'default', 'config': 'default', 'overrides': (), 's_per_step': 46.2,
      'peak_memory_gb': 15.9},

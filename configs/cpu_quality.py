@@ -32,10 +32,17 @@ def get_config(num_steps: int = DEFAULT_STEPS):
   model.bijection.pos_proj_dim = 64
   model.bijection.use_affine = False
 
+  # Without feature checks, DIS's direct long-gap flow can match a small fast object to the
+  # background in both directions (cycle-consistent, 30-70 px wrong); the chain then kept it. On
+  # pan-zoom-one-object-fast this made 75 % of the object's gap-4-7 supervision wrong (median
+  # 30 px); with the agreement check its median error is 1 px (benchmarks/QUALITY.md, session 3).
+  config.data.direct_agreement_px = 3.0
+
   train = config.train
   train.num_steps = num_steps
   train.num_pairs = 8
   train.num_points = 64
+  train.remat_chunks = 1  # Small batches: activations fit in cache anyway; no extra forward.
   train.lr_time_net = 3e-3
   train.lr_bijection = 3e-4
   train.lr_canonical = 1e-3

@@ -53,6 +53,9 @@ def get_config() -> ml_collections.ConfigDict:
   data.occlusion_max_gap = 2
   # Chaining: RGB consistency threshold, L2 over RGB in [0,1] between source and chained target.
   data.chain_rgb_threshold = 0.3
+  # Not in the reference (0 = off): while chaining, a direct long-gap flow that lands more than
+  # this many px from the still-valid chain is not trusted there (filtering.chain_flows).
+  data.direct_agreement_px = 0.0
   # Chaining and long-gap filtering: min cosine similarity of per-frame features (if given).
   data.feature_similarity_threshold = 0.5
   # Frame gap from which the feature-similarity check applies to direct pairs (frames).
@@ -116,6 +119,9 @@ def get_config() -> ml_collections.ConfigDict:
   bij.affine_depth = 8
   bij.affine_width = 256
   bij.affine_pe_freqs = 4
+  # Not in the reference: a per-frame 2D affine table applied first (local -> canonical), meant to
+  # hold the camera motion (see train.frame_affine_init). Off here, as in the reference.
+  bij.frame_affine = False
 
 
   # ---------------------------------------------------------------------------------------------
@@ -129,6 +135,13 @@ def get_config() -> ml_collections.ConfigDict:
   train.lr_bijection = 1e-4          # Coupling layers, their code/position projections, affine MLP.
   train.lr_canonical = 3e-4          # Canonical colour/density field.
   train.lr_decay_every = 20_000      # Steps between learning-rate halvings (StepLR).
+  # Initial per-frame affine table (only with model.bijection.frame_affine): 'identity', or 'flow'
+  # for the dominant motion of the adjacent cycle-consistent flows (global_motion.py).
+  train.frame_affine_init = 'flow'
+  train.frame_affine_fit_points = 4000      # Valid pixels drawn per adjacent pair.
+  train.frame_affine_hypotheses = 200       # RANSAC hypotheses per pair.
+  train.frame_affine_inlier_px = 1.0        # RANSAC inlier threshold (px).
+  train.frame_affine_max_radius = 2.0       # Canonical reach of the frame corners (see module).
   train.lr_decay_factor = 0.5        # Multiplier applied every lr_decay_every steps.
   train.adam_b1 = 0.9
   train.adam_b2 = 0.999
@@ -157,6 +170,21 @@ def get_config() -> ml_collections.ConfigDict:
   train.w_distortion_max = 10.0      # ... to this weight.
   train.w_smooth = 20.0              # 3D-acceleration smoothness on (i-1, i, i+1).
   train.smooth_points_fraction = 0.25  # Fraction of each pair's points used by smoothness.
+  # Motion-depth prior (not in the reference; off here): for the first motion_depth_steps steps,
+  # pull the expected depth of source rays to motion_depth_near where the pixel's adjacent flow
+  # departs from the dominant (camera) motion by > motion_threshold_px, and to motion_depth_far
+  # where it follows it; the weight decays linearly to 0. It seeds the depth layering that
+  # independently moving objects need (benchmarks/QUALITY.md, session 3).
+  train.w_motion_depth = 0.0
+  train.motion_depth_steps = 20_000
+  train.motion_threshold_px = 1.0
+  train.motion_depth_near = 0.5
+  train.motion_depth_far = 1.5
+  # Map the rays of a step in this many rematerialised chunks (render.remat_chunks): same losses,
+  # about 1/remat_chunks of the activation memory, one extra forward pass. 1 = off. On the 2-core
+  # CPU, 16 is also the fastest: 14.2 s/step and 2.6 GB peak vs 17.9 s and 16.7 GB with 1
+  # (benchmarks/README.md); the smaller working set more than pays for the extra forward.
+  train.remat_chunks = 16
   # The reference drops the largest per-point error in every L1 term (a quantile quirk); keep it
   # as an explicit option (fact sheet Sec. 8.5).
   train.drop_max_error = True

@@ -49,7 +49,8 @@ def cmd_config(args) -> None:
 
   config = load_config(args.config, args.overrides)
   print(config)
-  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  # The per-frame affine table (if on) has 6 parameters per frame; counted here for 1 frame.
+  model = model_lib.OmniMotion(model_lib.model_config(config.model, num_frames=1))
   shapes = jax.eval_shape(lambda k: model_lib.init_params(model, k), jax.random.key(0))
   print(f'config hash: {config_hash(config)}')
   print('parameters:')

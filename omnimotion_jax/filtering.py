@@ -246,7 +246,8 @@ def pair_lookup(pairs: np.ndarray) -> dict[tuple[int, int], int]:
 def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occluded: np.ndarray,
                 frames: np.ndarray, *, rgb_threshold: float, features: np.ndarray | None = None,
                 feature_similarity_threshold: float = 0.5, has_direct: np.ndarray | None = None,
-                out_dtype=np.float16, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                direct_agreement_px: float = 0.0, out_dtype=np.float16,
+                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """Augments every pair's flow with chained adjacent flows (reference chain_raft, sec. 1.6).
 
   For a start frame i and direction d = +-1, the chain keeps an accumulated flow A and mask M,
@@ -256,6 +257,11 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
        features, cos(F_i(p), F_j(c)) > feature_similarity_threshold;
     3. M |= direct R, M &= ~direct G; if (i, j) is one of `pairs`, A and M are its outputs;
     4. A += f_{j,j+d}(c) and M &= (every bilinear neighbour of c is in R_{j,j+d}).
+  With direct_agreement_px > 0 (not in the reference), step 1 skips, at pixels where the chain is
+  still valid, a direct flow that lands more than direct_agreement_px from the chain's point:
+  those pixels keep the chain (and the direct R/G masks do not apply to them in step 3). Without
+  feature checks, a direct long-gap flow can be wrong in both directions at once (a small fast
+  object matched to the background), so the cycle test alone passes it.
   The chain from i runs only as far as the farthest listed pair from i in that direction.
   Gap-1 pairs come out unchanged (A = f, M = R). G masks are not changed (use the input ones).
 
@@ -273,6 +279,7 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
     feature_similarity_threshold: minimum cosine similarity (used only with features).
     has_direct: optional bool [P]; False marks a pair whose flow is chained only (its flows,
       cycle and occluded rows are ignored). Gap-1 pairs must have direct flow. Default all True.
+    direct_agreement_px: see above; 0 = off (the reference's behaviour).
     out_dtype: dtype of the returned flows (float16 is the store's).
     progress: show a tqdm bar over chain steps.
 
@@ -320,14 +327,15 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
       if direction == step:
         _chain_from(i, last, step, lookup, flows, cycle, occluded, has_direct, stack, next_cycle,
                     rgb, x, y, rgb_threshold, features, feature_similarity_threshold,
-                    flows_out, cycle_out)
+                    direct_agreement_px, flows_out, cycle_out)
         bar.update(abs(last - i))
   bar.close()
   return flows_out, cycle_out
 
 
 def _chain_from(i, last, step, lookup, flows, cycle, occluded, has_direct, stack, next_cycle, rgb,
-                x, y, rgb_threshold, features, feature_threshold, flows_out, cycle_out):
+                x, y, rgb_threshold, features, feature_threshold, agreement_px, flows_out,
+                cycle_out):
   """Runs one chain from frame i to frame `last` and writes the listed pairs' outputs."""
   height, width = x.shape
   stack_flat = stack.reshape(-1, stack.shape[-1])
@@ -342,8 +350,11 @@ def _chain_from(i, last, step, lookup, flows, cycle, occluded, has_direct, stack
     k = lookup.get((i, j), -1)
     direct = k >= 0 and has_direct[k]
     if direct:
-      reliable = cycle[k] | occluded[k]
-      acc = np.where(reliable[..., None], flows[k].astype(np.float32), acc)
+      use = cycle[k] | occluded[k]
+      if agreement_px > 0:
+        apart = np.linalg.norm(flows[k].astype(np.float32) - acc, axis=-1) > agreement_px
+        use &= ~(mask & apart)
+      acc = np.where(use[..., None], flows[k].astype(np.float32), acc)
     cx = x + acc[..., 0]
     cy = y + acc[..., 1]
     taps = _taps(cx, cy, height, width, frame=j)
@@ -355,8 +366,8 @@ def _chain_from(i, last, step, lookup, flows, cycle, occluded, has_direct, stack
       target_features = bilinear_sample(features, fx, fy, frame=j)
       mask &= cosine_similarity(source_features, target_features) > feature_threshold
     if direct:
-      mask |= cycle[k]
-      mask &= ~occluded[k]
+      mask |= cycle[k] & use
+      mask &= ~(occluded[k] & use)
     if k >= 0:
       flows_out[k] = acc
       cycle_out[k] = mask

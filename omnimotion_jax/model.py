@@ -32,8 +32,11 @@ class ModelConfig:
   transmittance_eps: float = 1e-10
 
 
-def model_config(model_cfg: ml_collections.ConfigDict) -> ModelConfig:
-  """Turns the `config.model` ConfigDict into frozen dataclasses (the module boundary)."""
+def model_config(model_cfg: ml_collections.ConfigDict, num_frames: int = 0) -> ModelConfig:
+  """Turns the `config.model` ConfigDict into frozen dataclasses (the module boundary).
+
+  num_frames: the video's length; only needed (and only used) with `bijection.frame_affine`.
+  """
   t = model_cfg.time_net
   b = model_cfg.bijection
   return ModelConfig(
@@ -46,7 +49,8 @@ def model_config(model_cfg: ml_collections.ConfigDict) -> ModelConfig:
           code_proj_dim=b.code_proj_dim, pos_proj_dim=b.pos_proj_dim, pe_freqs=b.pe_freqs,
           scale_clamp=b.scale_clamp, leaky_slope=b.leaky_slope, precision=b.precision,
           use_affine=b.use_affine, affine_depth=b.affine_depth, affine_width=b.affine_width,
-          affine_pe_freqs=b.affine_pe_freqs),
+          affine_pe_freqs=b.affine_pe_freqs, frame_affine=b.get('frame_affine', False),
+          num_frames=num_frames if b.get('frame_affine', False) else 0),
       num_samples=model_cfg.num_samples, min_depth=model_cfg.min_depth,
       max_depth=model_cfg.max_depth, transmittance_eps=model_cfg.transmittance_eps)
 

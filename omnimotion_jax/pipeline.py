@@ -68,7 +68,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool
   workdir = Path(workdir)
   seq = load_sequence(workdir)
   video = video_shape(seq)
-  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  model = model_lib.OmniMotion(model_lib.model_config(config.model, video.num_frames))
   depth_fn = track.make_depth_fn(model, video)
   frames = sorted({int(round(f * (video.num_frames - 1))) for f in SNAPSHOT_FRAME_FRACTIONS})
   (workdir / SNAPSHOT_DIR).mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def load_trained(config: ml_collections.ConfigDict, workdir: Path):
   workdir = Path(workdir)
   seq = load_sequence(workdir)
   video = video_shape(seq)
-  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  model = model_lib.OmniMotion(model_lib.model_config(config.model, video.num_frames))
   tx = train.make_optimizer(config.train)
   template = jax.eval_shape(lambda k: train.create_train_state(model, tx, k, video),
                             jax.random.PRNGKey(0))

@@ -43,8 +43,27 @@ def _apply(model: OmniMotion, params, *args, method):
   return model.apply({'params': params}, *args, method=method)
 
 
+def remat_chunks(fn, num_chunks: int, *args):
+  """fn(*args), computed over `num_chunks` slices of the arrays' leading axis in sequence.
+
+  Each slice runs under jax.checkpoint inside a lax.map, so the backward pass recomputes one
+  slice's activations at a time instead of keeping all of them: peak memory falls about
+  num_chunks-fold for one extra forward pass. fn must treat the leading axis row-wise (the
+  result is the same as fn(*args) up to float rounding). The leading size must divide evenly.
+  """
+  if num_chunks == 1:
+    return fn(*args)
+  size = args[0].shape[0]
+  if size % num_chunks:
+    raise ValueError(f'{size} rows do not split into {num_chunks} equal chunks.')
+  split = lambda a: a.reshape((num_chunks, size // num_chunks) + a.shape[1:])
+  out = jax.lax.map(lambda chunk: jax.checkpoint(fn)(*chunk), tuple(split(a) for a in args))
+  return jax.tree_util.tree_map(lambda o: o.reshape((size,) + o.shape[2:]), out)
+
+
 def map_pixels(model: OmniMotion, params, px: jax.Array, src_idx: jax.Array, tgt_idx: jax.Array,
-               video: VideoShape, key: jax.Array | None = None) -> dict[str, jax.Array]:
+               video: VideoShape, key: jax.Array | None = None,
+               num_chunks: int = 1) -> dict[str, jax.Array]:
   """Maps pixels of source frames to target frames through the canonical volume.
 
   Args:
@@ -55,6 +74,8 @@ def map_pixels(model: OmniMotion, params, px: jax.Array, src_idx: jax.Array, tgt
     tgt_idx: [R] int target frame per ray.
     video: the video's shape.
     key: PRNG key for stratified depth samples; None = deterministic samples (inference).
+    num_chunks: map the rays in this many rematerialised chunks (see `remat_chunks`); saves
+      training memory, R must be a multiple of it.
 
   Returns:
     A dict with
@@ -77,7 +98,9 @@ def map_pixels(model: OmniMotion, params, px: jax.Array, src_idx: jax.Array, tgt
   x = geometry.ray_points(uv, z)
   t_src = frame_times(src_idx, video.num_frames)[:, None, :]
   t_tgt = frame_times(tgt_idx, video.num_frames)[:, None, :]
-  y, rgb, sigma, x_tgt = _apply(model, params, x, t_src, t_tgt, method=OmniMotion.correspond)
+  y, rgb, sigma, x_tgt = remat_chunks(
+      lambda x, ts, tt: _apply(model, params, x, ts, tt, method=OmniMotion.correspond),
+      num_chunks, x, t_src, t_tgt)
   w = compositing_weights(sigma[..., 0], cfg.transmittance_eps)
   z_tgt = x_tgt[..., 2]
   in_range = (z_tgt >= cfg.min_depth) & (z_tgt <= cfg.max_depth)

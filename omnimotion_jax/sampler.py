@@ -38,6 +38,9 @@ class TrainData:
     counts: [N, H, W] float32, number of valid correspondences of each pixel.
     pair_counts: [P] float32, valid pixels per pair.
     adjacent_pair: [N] int32, index of pair (i, i+1) (for the last frame, (N-1, N-2)).
+    motion_labels: optional [N, H, W] float32 (global_motion.motion_labels): 1 where a pixel moves
+      on its own, 0 where it follows the dominant motion, -1 unknown. Only for the motion-depth
+      prior (train.w_motion_depth); None otherwise.
   """
   frames: jax.Array
   pairs: jax.Array
@@ -47,6 +50,7 @@ class TrainData:
   counts: jax.Array
   pair_counts: jax.Array
   adjacent_pair: jax.Array
+  motion_labels: jax.Array | None = None
 
   @property
   def shape(self) -> tuple[int, int, int]:

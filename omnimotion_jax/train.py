@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from omnimotion_jax import checkpoint, losses, render, sampler, track
+from omnimotion_jax import checkpoint, global_motion, losses, render, sampler, track
 from omnimotion_jax import model as model_lib
 from omnimotion_jax.errors import UserInputError
 
@@ -63,15 +63,20 @@ class LossConfig:
   w_smooth: float
   smooth_points_fraction: float
   drop_max_error: bool
+  w_motion_depth: float
+  motion_depth_steps: int
+  motion_depth_near: float
+  motion_depth_far: float
 
   def weights(self, step: jax.Array) -> dict[str, jax.Array]:
-    return losses.loss_weights(
+    decay = jnp.clip(1.0 - jnp.asarray(step, jnp.float32) / max(self.motion_depth_steps, 1), 0, 1)
+    return dict(motion_depth=self.w_motion_depth * decay, **losses.loss_weights(
         step, w_flow=self.w_flow, w_rgb_ramp_steps=self.w_rgb_ramp_steps,
         w_rgb_max=self.w_rgb_max, w_flow_grad_ramp_steps=self.w_flow_grad_ramp_steps,
         w_flow_grad_max=self.w_flow_grad_max, w_depth_range=self.w_depth_range,
         w_distortion_start=self.w_distortion_start,
         w_distortion_ramp_steps=self.w_distortion_ramp_steps,
-        w_distortion_max=self.w_distortion_max, w_smooth=self.w_smooth)
+        w_distortion_max=self.w_distortion_max, w_smooth=self.w_smooth))
 
 
 def loss_config(train_cfg: ml_collections.ConfigDict) -> LossConfig:
@@ -131,19 +136,64 @@ def create_train_state(model: model_lib.OmniMotion, tx: optax.GradientTransforma
                     frame_error=jnp.ones((n,)))
 
 
+def init_frame_affine(params: dict, data: sampler.TrainData, train_cfg) -> tuple[dict, dict]:
+  """params with the bijection's per-frame affine table set to the flows' dominant motion.
+
+  Fitted on the cycle-consistent pixels of the adjacent pairs (i, i+1); see global_motion.py.
+  Deterministic (fixed numpy seed), so a resumed run rebuilds the same initial state.
+
+  Returns:
+    (params, info): info has the fitted table, the per-pair inlier fractions and the scale.
+  """
+  n = data.frames.shape[0]
+  if n < 2:
+    return params, {}
+  rows = np.asarray(data.adjacent_pair)[:n - 1]  # Pair (i, i+1) for i < N-1.
+  affines, info = global_motion.estimate_frame_affines(
+      np.asarray(data.flows)[rows], np.asarray(data.cycle)[rows],
+      num_points=train_cfg.frame_affine_fit_points,
+      num_hypotheses=train_cfg.frame_affine_hypotheses, inlier_px=train_cfg.frame_affine_inlier_px,
+      max_radius=train_cfg.frame_affine_max_radius)
+  params = jax.tree_util.tree_map(lambda x: x, params)  # New dict tree; leaves shared.
+  params['bijection']['frame_affine']['table'] = jnp.asarray(affines)
+  info['table'] = np.round(affines, 5).tolist()
+  return params, info
+
+
+def motion_labels(data: sampler.TrainData, train_cfg) -> np.ndarray:
+  """[N, H, W] labels for the motion-depth prior (global_motion.motion_labels) from the adjacent
+  cycle-consistent flows. Deterministic, like `init_frame_affine`."""
+  n, h, w = data.frames.shape[:3]
+  if n < 2:
+    return np.full((n, h, w), -1.0, np.float32)
+  rows = np.asarray(data.adjacent_pair)[:n - 1]
+  flows, valid = np.asarray(data.flows)[rows], np.asarray(data.cycle)[rows]
+  affines, _ = global_motion.fit_pair_motions(
+      flows, valid, num_points=train_cfg.frame_affine_fit_points,
+      num_hypotheses=train_cfg.frame_affine_hypotheses, inlier_px=train_cfg.frame_affine_inlier_px)
+  return global_motion.motion_labels(flows, valid, affines, train_cfg.motion_threshold_px)
+
+
 def _inside(px: jax.Array, video: render.VideoShape) -> jax.Array:
   return ((px[..., 0] >= 0) & (px[..., 0] <= video.width - 1)
           & (px[..., 1] >= 0) & (px[..., 1] <= video.height - 1))
 
 
 def compute_losses(model: model_lib.OmniMotion, params, batch: sampler.Batch, key: jax.Array,
-                   video: render.VideoShape, cfg: LossConfig) -> dict[str, jax.Array]:
-  """All loss terms (unweighted) for one batch; fact sheet Sec. 3."""
+                   video: render.VideoShape, cfg: LossConfig, num_chunks: int = 1,
+                   motion_labels: jax.Array | None = None) -> dict[str, jax.Array]:
+  """All loss terms (unweighted) for one batch; fact sheet Sec. 3.
+
+  num_chunks > 1 maps the rays in that many rematerialised chunks (render.remat_chunks): the same
+  losses with less memory and one more forward pass. motion_labels [B*R] (1 / 0 / -1 per source
+  point, see sampler.TrainData) adds the 'motion_depth' prior term.
+  """
   b, r = batch.weights.shape
   mcfg = model.config
   src = jnp.repeat(batch.src, r)
   tgt = jnp.repeat(batch.tgt, r)
-  out = render.map_pixels(model, params, batch.px_src.reshape(-1, 2), src, tgt, video, key=key)
+  out = render.map_pixels(model, params, batch.px_src.reshape(-1, 2), src, tgt, video, key=key,
+                         num_chunks=num_chunks)
   pred = out['px_mean']
   target = batch.px_tgt.reshape(-1, 2)
   weights = batch.weights.reshape(-1)
@@ -171,12 +221,24 @@ def compute_losses(model: model_lib.OmniMotion, params, batch: sampler.Batch, ke
   t_prev = model_lib.frame_times(jnp.clip(batch.src - 1, 0, n - 1), n)[:, None, None, :]
   t_next = model_lib.frame_times(jnp.clip(batch.src + 1, 0, n - 1), n)[:, None, None, :]
   # Both neighbours in one pass: fewer, larger matmuls.
-  x_prev, x_next = model.apply({'params': params}, jnp.stack([y, y]),
-                               jnp.stack([t_prev, t_next]), method=model_lib.OmniMotion.to_local)
+  to_local = lambda y, t: model.apply({'params': params}, y, t, method=model_lib.OmniMotion.to_local)
+  if num_chunks == 1:
+    x_prev, x_next = to_local(jnp.stack([y, y]), jnp.stack([t_prev, t_next]))
+  else:  # Per-ray rows (times broadcast to every ray), so that they split into chunks.
+    t = jnp.broadcast_to(jnp.stack([t_prev, t_next]), (2, b, s, 1, 1))
+    x_both = render.remat_chunks(to_local, num_chunks, jnp.stack([y, y]).reshape(2 * b * s, k, 3),
+                                 t.reshape(2 * b * s, 1, 1))
+    x_prev, x_next = x_both.reshape(2, b, s, k, 3)
   has_both = (batch.src >= 1) & (batch.src <= n - 2)
   terms['smooth'] = losses.smoothness_loss(
       x_prev.reshape(b * s, k, 3), x.reshape(b * s, k, 3), x_next.reshape(b * s, k, 3),
       jnp.repeat(has_both, s), drop_max=drop)
+  if motion_labels is not None:
+    depth = jnp.sum(out['weights'] * out['z'], axis=-1)
+    target = jnp.where(motion_labels > 0.5, cfg.motion_depth_near, cfg.motion_depth_far)
+    known = motion_labels >= 0
+    terms['motion_depth'] = (jnp.sum(jnp.abs(depth - target) * known)
+                             / jnp.maximum(jnp.sum(known), 1))
   terms['_in_image_frac'] = jnp.mean(in_image)
   return terms
 
@@ -187,8 +249,12 @@ def _tree_all_finite(tree) -> jax.Array:
 
 def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformation,
                     video: render.VideoShape, samp_cfg: sampler.SamplerConfig,
-                    loss_cfg: LossConfig, hard_mining_start: int, schedules=None):
-  """Builds the pure `train_step(state, data, root_key) -> (state, metrics)`."""
+                    loss_cfg: LossConfig, hard_mining_start: int, schedules=None,
+                    remat_chunks: int = 1):
+  """Builds the pure `train_step(state, data, root_key) -> (state, metrics)`.
+
+  remat_chunks: see `compute_losses` (num_chunks); config.train.remat_chunks.
+  """
 
   def train_step(state: TrainState, data: sampler.TrainData, root_key: jax.Array):
     key = jax.random.fold_in(root_key, state.step)
@@ -197,9 +263,16 @@ def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformatio
     batch = sampler.sample_batch(k_batch, data, state.step, samp_cfg, state.error_map,
                                  state.frame_error, hard)
     weights = loss_cfg.weights(state.step)
+    labels = None
+    if data.motion_labels is not None:  # Static: part of the data's pytree structure.
+      px = jnp.round(batch.px_src).astype(jnp.int32)
+      x = jnp.clip(px[..., 0], 0, video.width - 1)
+      y = jnp.clip(px[..., 1], 0, video.height - 1)
+      labels = data.motion_labels[batch.src[:, None], y, x].reshape(-1)
 
     def loss_fn(params):
-      terms = compute_losses(model, params, batch, k_strat, video, loss_cfg)
+      terms = compute_losses(model, params, batch, k_strat, video, loss_cfg, remat_chunks,
+                             labels)
       total = losses.total_loss({k: v for k, v in terms.items() if not k.startswith('_')}, weights)
       return total, terms
 
@@ -250,6 +323,7 @@ def make_multi_step(train_step, num_steps: int):
 METRICS_FILE = 'metrics.jsonl'
 CHECKPOINT_DIR = 'checkpoints'
 SUMMARY_FILE = 'train.json'
+FRAME_AFFINE_FILE = 'frame_affine.json'  # The fitted initial per-frame affines (if any).
 
 
 def validate_schedule(train_cfg: ml_collections.ConfigDict) -> None:
@@ -261,6 +335,16 @@ def validate_schedule(train_cfg: ml_collections.ConfigDict) -> None:
                            f'train.steps_per_dispatch={k}.')
   if train_cfg.num_points < 2 or train_cfg.num_pairs < 1:
     raise UserInputError('train.num_pairs must be >= 1 and train.num_points >= 2.')
+  rays = train_cfg.num_pairs * train_cfg.num_points
+  smooth_rays = 2 * train_cfg.num_pairs * max(1, int(train_cfg.num_points
+                                                     * train_cfg.smooth_points_fraction))
+  if train_cfg.remat_chunks < 1 or rays % train_cfg.remat_chunks or (
+      smooth_rays % train_cfg.remat_chunks):
+    raise UserInputError(f'train.remat_chunks={train_cfg.remat_chunks} must divide both the '
+                         f'{rays} rays and the {smooth_rays} smoothness rays of a step.')
+  if train_cfg.get('frame_affine_init', 'identity') not in ('identity', 'flow'):
+    raise UserInputError(f'train.frame_affine_init={train_cfg.frame_affine_init!r}: use '
+                         "'identity' or 'flow'.")
 
 
 class _StopFlag:
@@ -305,7 +389,7 @@ def _to_python(metrics: dict) -> dict:
 def compiled_train_steps(model_cfg: model_lib.ModelConfig, video: render.VideoShape,
                          samp_cfg: sampler.SamplerConfig, loss_cfg: LossConfig,
                          opt_cfg: OptimizerConfig, hard_mining_start: int,
-                         steps_per_dispatch: int):
+                         steps_per_dispatch: int, remat_chunks: int = 1):
   """(model, tx, multi-step fn, single-step fn), jitted with the state donated.
 
   Cached per process on the (hashable) explicit configs, so that several runs of the same setting
@@ -314,7 +398,7 @@ def compiled_train_steps(model_cfg: model_lib.ModelConfig, video: render.VideoSh
   model = model_lib.OmniMotion(model_cfg)
   tx = make_optimizer(opt_cfg)
   train_step = make_train_step(model, tx, video, samp_cfg, loss_cfg, hard_mining_start,
-                               lr_schedules(opt_cfg))
+                               lr_schedules(opt_cfg), remat_chunks)
   multi = jax.jit(make_multi_step(train_step, steps_per_dispatch), donate_argnums=0)
   single = jax.jit(train_step, donate_argnums=0) if steps_per_dispatch > 1 else multi
   return model, tx, multi, single
@@ -351,16 +435,22 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
   workdir.mkdir(parents=True, exist_ok=True)
   n, h, w = data.frames.shape[:3]
   video = render.VideoShape(n, h, w)
-  model_cfg = model_lib.model_config(config.model)
+  model_cfg = model_lib.model_config(config.model, num_frames=n)
   model, tx, multi, single = compiled_train_steps(
       model_cfg, video, sampler_config(tc), loss_config(tc), optimizer_config(tc),
-      tc.hard_mining_start, tc.steps_per_dispatch)
+      tc.hard_mining_start, tc.steps_per_dispatch, tc.remat_chunks)
   init_key, loop_key = jax.random.split(jax.random.PRNGKey(config.seed))
   if flows_adjacent is None:
     flows_adjacent = np.asarray(data.flows)[np.asarray(data.adjacent_pair)]
+  state = create_train_state(model, tx, init_key, video)
+  if model_cfg.bijection.frame_affine and tc.frame_affine_init == 'flow':
+    params, info = init_frame_affine(state.params, data, tc)
+    (workdir / FRAME_AFFINE_FILE).write_text(json.dumps(info, indent=1))
+    state = state.replace(params=params, opt_state=tx.init(params))
+  if tc.w_motion_depth > 0:
+    data = dataclasses.replace(data, motion_labels=motion_labels(data, tc))
   data = jax.device_put(data)
 
-  state = create_train_state(model, tx, init_key, video)
   mngr = checkpoint.manager(workdir / CHECKPOINT_DIR, tc.checkpoint_keep)
   restored = checkpoint.restore_latest(mngr, state)
   if restored is not None:

@@ -185,6 +185,29 @@ def test_chaining_direct_flow_wins_where_reliable_and_rgb_check_applies():
   assert not out_cycle[1][rows][:, target_x > 25].any()
 
 
+def test_direct_flow_that_disagrees_with_a_valid_chain_is_not_trusted():
+  pairs, flows, cycle, occluded, frames = _chain_inputs()
+  flows, cycle = flows.copy(), cycle.copy()
+  # Direct (0, 2) "reliable" everywhere; wrong by 4 px in the top-left block (the chain gives
+  # (3.5, -0.5)), within 1 px of the chain elsewhere.
+  flows[1] = [3.0, 0.0]
+  flows[1, :5, :5] = [-0.5, -0.5]
+  cycle[1] = True
+  ref_flows, ref_cycle = filtering.chain_flows(pairs, flows, cycle, occluded, frames,
+                                               rgb_threshold=0.3)
+  out_flows, out_cycle = filtering.chain_flows(pairs, flows, cycle, occluded, frames,
+                                               rgb_threshold=0.3, direct_agreement_px=2.0)
+  block = np.s_[1:5, :5]  # Rows where the chain is valid (row 0 fails its RGB check).
+  # Reference behaviour: the direct flow wins wherever it is reliable.
+  np.testing.assert_allclose(ref_flows[1][block], np.broadcast_to([-0.5, -0.5], (4, 5, 2)))
+  assert ref_cycle[1][block].all()
+  # With the agreement check: the chain's flow there, still valid; the direct flow elsewhere.
+  np.testing.assert_allclose(out_flows[1][block], np.broadcast_to([3.5, -0.5], (4, 5, 2)))
+  assert out_cycle[1][block].all()
+  np.testing.assert_allclose(out_flows[1][5:, 5:], ref_flows[1][5:, 5:])
+  np.testing.assert_array_equal(out_cycle[1][5:, 5:], ref_cycle[1][5:, 5:])
+
+
 def test_chaining_requires_adjacent_pairs():
   pairs, flows, cycle, occluded, frames = _chain_inputs()
   with pytest.raises(ValueError, match=r'adjacent pair \(1, 2\)'):

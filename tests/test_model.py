@@ -11,12 +11,12 @@ from omnimotion_jax.config import load_config
 from omnimotion_jax.gabor import gamma_sample
 
 
-def _model(name='default', **bijection_overrides):
+def _model(name='default', num_frames=0, **bijection_overrides):
   config = load_config(name)
   with config.unlocked():
     for k, v in bijection_overrides.items():
       config.model.bijection[k] = v
-  return model_lib.OmniMotion(model_lib.model_config(config.model))
+  return model_lib.OmniMotion(model_lib.model_config(config.model, num_frames))
 
 
 def _perturbed_params(model, seed, scale=0.05):
@@ -33,9 +33,11 @@ def _perturbed_params(model, seed, scale=0.05):
   return perturb(params, jax.random.PRNGKey(seed + 1))
 
 
-@pytest.fixture(scope='module', params=[True, False], ids=['affine', 'no_affine'])
+@pytest.fixture(scope='module', params=['affine', 'no_affine', 'frame_affine'])
 def model_and_params(request):
-  model = _model(use_affine=request.param)
+  layers = {'affine': dict(use_affine=True), 'no_affine': dict(use_affine=False),
+            'frame_affine': dict(use_affine=False, frame_affine=True, num_frames=20)}
+  model = _model(**layers[request.param])
   return model, _perturbed_params(model, seed=3)
 
 
@@ -49,8 +51,8 @@ def test_round_trip_is_exact(model_and_params):
   x = jax.random.uniform(key, (10_000, 3), minval=jnp.array([-1., -1., 0.]),
                          maxval=jnp.array([1., 1., 2.]))
   moved = []
-  for frame in (0, 7, 19):
-    t = model_lib.frame_times(jnp.full((10_000,), frame), 20)
+  for frame in (0, 7, 12.4, 19):  # 12.4: between two rows of the per-frame affine table.
+    t = jnp.full((10_000, 1), (frame + 1) / 20)
     y = fwd(params, x, t)
     back = inv(params, y, t)
     assert float(jnp.max(jnp.abs(back - x))) < 1e-5

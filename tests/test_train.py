@@ -107,8 +107,13 @@ def test_train_step_traces_once(data):
 
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path, data):
   # Hard mining refreshes at steps 8 and 16 are part of the replay.
+  # The per-frame affine table, initialised from the flows, and the motion labels of the
+  # motion-depth prior must be rebuilt identically too.
   config = _config(num_steps=24, checkpoint_every=8, log_every=4, hard_mining_start=8,
-                   hard_mining_every=8, hard_mining_stride=4, steps_per_dispatch=4)
+                   hard_mining_every=8, hard_mining_stride=4, steps_per_dispatch=4,
+                   w_motion_depth=1.0, motion_depth_steps=16)
+  with config.unlocked():
+    config.model.bijection.frame_affine = True
   straight = train.fit(config, tmp_path / 'a', data, progress=False)
   interrupted = train.fit(config, tmp_path / 'b', data, progress=False, stop_at=12)
   assert int(interrupted.step) == 12
@@ -117,8 +122,12 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, data):
   for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert (tmp_path / 'b' / 'config.json').exists()
+  table = np.asarray(resumed.params['bijection']['frame_affine']['table'])
+  assert table.shape == (data.frames.shape[0], 2, 3)
+  assert (tmp_path / 'b' / train.FRAME_AFFINE_FILE).exists()
   logged = [l for l in (tmp_path / 'b' / train.METRICS_FILE).read_text().splitlines() if l]
   assert len(logged) == 24 // 4  # No duplicated lines after the resume.
+  assert 'loss/motion_depth' in logged[0]
 
 
 def test_error_map_concentrates_samples(data):
@@ -154,3 +163,28 @@ def test_pair_sampling_respects_max_gap_and_adjacent_mass(data):
   gaps = np.abs(np.asarray(batch.tgt) - np.asarray(batch.src))
   assert gaps.min() >= 1 and gaps.max() <= 2
   assert 0.4 < (gaps == 1).mean() < 0.6
+
+
+def test_rematerialised_chunks_give_the_same_losses_and_gradients(data):
+  config = _config()
+  model, video, state, _ = _setup(config, data)
+  batch = sampler.sample_batch(jax.random.PRNGKey(5), jax.device_put(data), jnp.int32(0),
+                               train.sampler_config(config.train), state.error_map,
+                               state.frame_error, jnp.bool_(False))
+  loss_cfg = train.loss_config(config.train)
+
+  def total(params, num_chunks):
+    terms = train.compute_losses(model, params, batch, jax.random.PRNGKey(6), video, loss_cfg,
+                                 num_chunks)
+    return sum(v for k, v in terms.items() if not k.startswith('_')), terms
+
+  grad = jax.jit(jax.grad(total, has_aux=True), static_argnums=1)
+  g1, terms1 = grad(state.params, 1)
+  g4, terms4 = grad(state.params, 4)
+  for k in terms1:
+    np.testing.assert_allclose(terms4[k], terms1[k], rtol=1e-4, atol=1e-6, err_msg=k)
+  for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g4)):
+    # Float32 sums in another order: equal up to rounding, relative to each leaf's size.
+    assert np.linalg.norm(b - a) <= 1e-4 * np.linalg.norm(a) + 1e-9
+  with pytest.raises(ValueError, match='equal chunks'):
+    grad(state.params, 3)
