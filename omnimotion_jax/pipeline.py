@@ -62,11 +62,40 @@ def preprocess_stage(video: str, workdir: Path, config: ml_collections.ConfigDic
   return path
 
 
+TRAINED_ON_FILE = 'trained_on.txt'  # The preprocess key of the store the checkpoints belong to.
+
+
+def set_aside_stale_checkpoints(workdir: Path, store_key: str) -> Path | None:
+  """Moves checkpoints trained on another store out of the way (never deletes them).
+
+  A run resumes from workdir/checkpoints automatically; after the video or the preprocessing
+  config changed (a new store), resuming would continue a model fitted to other data. Returns the
+  folder the old checkpoints were moved to, or None if they were current (or absent).
+  store_key is the store's meta['preprocess_key'].
+  """
+  marker = workdir / TRAINED_ON_FILE
+  ckpt = workdir / train.CHECKPOINT_DIR
+  old = marker.read_text().strip() if marker.exists() else 'unknown'
+  moved = None
+  if ckpt.is_dir() and any(ckpt.iterdir()) and old != store_key:
+    moved = workdir / f'{train.CHECKPOINT_DIR}.stale-{old[:12]}-{int(time.time())}'
+    ckpt.rename(moved)
+    print(f'{ckpt}: trained on another store (the video or preprocessing changed); moved to '
+          f'{moved} and training from scratch.')
+  fileio.write_text_atomic(marker, store_key)
+  return moved
+
+
 def train_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool = True,
                 stop_at: int | None = None) -> train.TrainState:
-  """Trains on workdir's store (resuming), saving pseudo-depth snapshots at checkpoints."""
+  """Trains on workdir's store (resuming), saving pseudo-depth snapshots at checkpoints.
+
+  Checkpoints left by a run on a different store are set aside first (see
+  `set_aside_stale_checkpoints`).
+  """
   workdir = Path(workdir)
   seq = load_sequence(workdir)
+  set_aside_stale_checkpoints(workdir, seq.meta.get('preprocess_key', ''))
   video = video_shape(seq)
   model = model_lib.OmniMotion(model_lib.model_config(config.model, video.num_frames))
   depth_fn = track.make_depth_fn(model, video)

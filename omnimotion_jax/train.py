@@ -490,7 +490,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
         if on_checkpoint:
           on_checkpoint(step, state)
     bar.close()
-    checkpoint.save(mngr, step, state, wait=True)
+    if step > start_step or restored is None:  # A finished run resumed again has nothing new.
+      checkpoint.save(mngr, step, state, wait=True)
     if on_checkpoint and step > start_step:
       on_checkpoint(step, state)
   mngr.close()

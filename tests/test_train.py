@@ -128,6 +128,23 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, data):
   logged = [l for l in (tmp_path / 'b' / train.METRICS_FILE).read_text().splitlines() if l]
   assert len(logged) == 24 // 4  # No duplicated lines after the resume.
   assert 'loss/motion_depth' in logged[0]
+  # Running a finished run again is a no-op (it used to fail re-saving the final step).
+  again = train.fit(config, tmp_path / 'b', data, progress=False)
+  assert int(again.step) == 24
+
+
+def test_checkpoints_of_another_store_are_set_aside_not_resumed(tmp_path):
+  ckpt = tmp_path / train.CHECKPOINT_DIR
+  (ckpt / '8').mkdir(parents=True)
+  # No record of the store (older workdir): set aside, kept on disk.
+  moved = pipeline.set_aside_stale_checkpoints(tmp_path, 'key-a')
+  assert moved is not None and (moved / '8').is_dir() and not ckpt.exists()
+  # Checkpoints of the current store stay where they are.
+  (ckpt / '16').mkdir(parents=True)
+  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-a') is None and ckpt.is_dir()
+  # A new store (re-preprocessed with other settings): set aside again.
+  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b') is not None
+  assert not ckpt.exists() and len(list(tmp_path.glob(f'{train.CHECKPOINT_DIR}.stale-*'))) == 2
 
 
 def test_error_map_concentrates_samples(data):
