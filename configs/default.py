@@ -135,17 +135,19 @@ def get_config() -> ml_collections.ConfigDict:
   train.lr_bijection = 1e-4          # Coupling layers, their code/position projections, affine MLP.
   train.lr_canonical = 3e-4          # Canonical colour/density field.
   train.lr_decay_every = 20_000      # Steps between learning-rate halvings (StepLR).
-  # Initial per-frame affine table (only with model.bijection.frame_affine): 'identity', or 'flow'
-  # for the dominant motion of the adjacent cycle-consistent flows (global_motion.py).
-  train.frame_affine_init = 'flow'
-  train.frame_affine_fit_points = 4000      # Valid pixels drawn per adjacent pair.
-  train.frame_affine_hypotheses = 200       # RANSAC hypotheses per pair.
-  train.frame_affine_inlier_px = 1.0        # RANSAC inlier threshold (px).
-  train.frame_affine_max_radius = 2.0       # Canonical reach of the frame corners (see module).
   train.lr_decay_factor = 0.5        # Multiplier applied every lr_decay_every steps.
   train.adam_b1 = 0.9
   train.adam_b2 = 0.999
   train.adam_eps = 1e-8
+  # Initial per-frame affine table (only with model.bijection.frame_affine): 'identity', or 'flow'
+  # for the dominant motion of the adjacent cycle-consistent flows (global_motion.py).
+  train.frame_affine_init = 'flow'
+  train.frame_affine_max_radius = 2.0  # Canonical reach of the frame corners (global_motion.py).
+  # Dominant-motion fit of the adjacent flows (global_motion.py), shared by the per-frame affine
+  # init above and the motion-depth prior below.
+  train.motion_fit_points = 4000     # Valid pixels drawn per adjacent pair.
+  train.motion_fit_hypotheses = 200  # RANSAC hypotheses per pair.
+  train.motion_fit_inlier_px = 1.0   # RANSAC inlier threshold (px).
   train.grad_clip_norm = 0.0         # Global-norm gradient clipping; 0 disables it.
   # Pair sampling: maximum frame gap M starts here and grows by 1 every max_gap_grow_every steps.
   train.max_gap_start = 20           # Frames.

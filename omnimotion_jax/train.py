@@ -151,8 +151,8 @@ def init_frame_affine(params: dict, data: sampler.TrainData, train_cfg) -> tuple
   rows = np.asarray(data.adjacent_pair)[:n - 1]  # Pair (i, i+1) for i < N-1.
   affines, info = global_motion.estimate_frame_affines(
       np.asarray(data.flows)[rows], np.asarray(data.cycle)[rows],
-      num_points=train_cfg.frame_affine_fit_points,
-      num_hypotheses=train_cfg.frame_affine_hypotheses, inlier_px=train_cfg.frame_affine_inlier_px,
+      num_points=train_cfg.motion_fit_points,
+      num_hypotheses=train_cfg.motion_fit_hypotheses, inlier_px=train_cfg.motion_fit_inlier_px,
       max_radius=train_cfg.frame_affine_max_radius)
   params = jax.tree_util.tree_map(lambda x: x, params)  # New dict tree; leaves shared.
   params['bijection']['frame_affine']['table'] = jnp.asarray(affines)
@@ -169,8 +169,8 @@ def motion_labels(data: sampler.TrainData, train_cfg) -> np.ndarray:
   rows = np.asarray(data.adjacent_pair)[:n - 1]
   flows, valid = np.asarray(data.flows)[rows], np.asarray(data.cycle)[rows]
   affines, _ = global_motion.fit_pair_motions(
-      flows, valid, num_points=train_cfg.frame_affine_fit_points,
-      num_hypotheses=train_cfg.frame_affine_hypotheses, inlier_px=train_cfg.frame_affine_inlier_px)
+      flows, valid, num_points=train_cfg.motion_fit_points,
+      num_hypotheses=train_cfg.motion_fit_hypotheses, inlier_px=train_cfg.motion_fit_inlier_px)
   return global_motion.motion_labels(flows, valid, affines, train_cfg.motion_threshold_px)
 
 
