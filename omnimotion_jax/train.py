@@ -136,6 +136,12 @@ def create_train_state(model: model_lib.OmniMotion, tx: optax.GradientTransforma
                     frame_error=jnp.ones((n,)))
 
 
+def _adjacent_forward(data: sampler.TrainData) -> tuple[np.ndarray, np.ndarray]:
+  """(flows [N-1, H, W, 2], cycle masks [N-1, H, W]) of the pairs (i, i+1), as numpy."""
+  rows = np.asarray(data.adjacent_pair)[:data.frames.shape[0] - 1]
+  return np.asarray(data.flows)[rows], np.asarray(data.cycle)[rows]
+
+
 def init_frame_affine(params: dict, data: sampler.TrainData, train_cfg) -> tuple[dict, dict]:
   """params with the bijection's per-frame affine table set to the flows' dominant motion.
 
@@ -148,10 +154,8 @@ def init_frame_affine(params: dict, data: sampler.TrainData, train_cfg) -> tuple
   n = data.frames.shape[0]
   if n < 2:
     return params, {}
-  rows = np.asarray(data.adjacent_pair)[:n - 1]  # Pair (i, i+1) for i < N-1.
   affines, info = global_motion.estimate_frame_affines(
-      np.asarray(data.flows)[rows], np.asarray(data.cycle)[rows],
-      num_points=train_cfg.motion_fit_points,
+      *_adjacent_forward(data), num_points=train_cfg.motion_fit_points,
       num_hypotheses=train_cfg.motion_fit_hypotheses, inlier_px=train_cfg.motion_fit_inlier_px,
       max_radius=train_cfg.frame_affine_max_radius)
   params = jax.tree_util.tree_map(lambda x: x, params)  # New dict tree; leaves shared.
@@ -166,8 +170,7 @@ def motion_labels(data: sampler.TrainData, train_cfg) -> np.ndarray:
   n, h, w = data.frames.shape[:3]
   if n < 2:
     return np.full((n, h, w), -1.0, np.float32)
-  rows = np.asarray(data.adjacent_pair)[:n - 1]
-  flows, valid = np.asarray(data.flows)[rows], np.asarray(data.cycle)[rows]
+  flows, valid = _adjacent_forward(data)
   affines, _ = global_motion.fit_pair_motions(
       flows, valid, num_points=train_cfg.motion_fit_points,
       num_hypotheses=train_cfg.motion_fit_hypotheses, inlier_px=train_cfg.motion_fit_inlier_px)
