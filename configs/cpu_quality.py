@@ -3,7 +3,10 @@
 Smaller networks and fewer samples than the reference, 2k steps instead of 100k, with learning
 rates raised and every step-based schedule (LR decay, loss ramps, distortion start, max-gap
 growth, hard mining) compressed by the same factor, so the run goes through the reference's
-phases in order. Everything else (losses, thresholds, sampling rules) is the reference default.
+phases in order. Three settings that are not in the reference are on, with their measured
+effects in benchmarks/QUALITY.md: the long-gap agreement check, the motion-depth prior and the
+forward-backward occlusion check. Everything else (losses, thresholds, sampling rules) is the
+reference default.
 
 Command:  omnimotion-jax run VIDEO --workdir W --config cpu_quality
 Quality:  .venv/bin/python benchmarks/quality.py --config cpu_quality   (see benchmarks/README.md)
