@@ -24,6 +24,7 @@ import numpy as np
 from omnimotion_jax import checkpoint, fileio, render, sampler, store, track, train
 from omnimotion_jax import model as model_lib
 from omnimotion_jax import preprocess as preprocess_lib
+from omnimotion_jax.config import config_hash
 from omnimotion_jax.errors import UserInputError
 
 TIMINGS_FILE = 'timings.json'
@@ -62,27 +63,48 @@ def preprocess_stage(video: str, workdir: Path, config: ml_collections.ConfigDic
   return path
 
 
-TRAINED_ON_FILE = 'trained_on.txt'  # The preprocess key of the store the checkpoints belong to.
+TRAINED_ON_FILE = 'trained_on.txt'  # Store key and training key the checkpoints belong to.
+# Train fields that do not change what a run computes: a run may resume with other values.
+RESUMABLE_TRAIN_FIELDS = ('num_steps', 'log_every', 'checkpoint_every', 'checkpoint_keep',
+                          'steps_per_dispatch')
 
 
-def set_aside_stale_checkpoints(workdir: Path, store_key: str) -> Path | None:
-  """Moves checkpoints trained on another store out of the way (never deletes them).
+def training_key(config: ml_collections.ConfigDict) -> str:
+  """Hash of everything that shapes the optimisation: model, seed and train config, except the
+  bookkeeping fields in RESUMABLE_TRAIN_FIELDS (so a finished run can be extended)."""
+  train_cfg = {k: v for k, v in config.train.to_dict().items()
+               if k not in RESUMABLE_TRAIN_FIELDS}
+  return config_hash(ml_collections.ConfigDict(
+      {'model': config.model.to_dict(), 'train': train_cfg, 'seed': config.seed}))
 
-  A run resumes from workdir/checkpoints automatically; after the video or the preprocessing
-  config changed (a new store), resuming would continue a model fitted to other data. Returns the
-  folder the old checkpoints were moved to, or None if they were current (or absent).
-  store_key is the store's meta['preprocess_key'].
+
+def set_aside_stale_checkpoints(workdir: Path, store_key: str,
+                                train_key: str = '') -> Path | None:
+  """Moves checkpoints of another store or another training config aside (never deletes them).
+
+  A run resumes from workdir/checkpoints automatically. After the video or the preprocessing
+  config changed (a new store), or the model or training config changed (`training_key`),
+  resuming would continue a model fitted to other data or with other settings, and a finished
+  run would silently be reused. Returns the folder the old checkpoints were moved to, or None if
+  they were current (or absent). store_key is the store's meta['preprocess_key'].
   """
   marker = workdir / TRAINED_ON_FILE
   ckpt = workdir / train.CHECKPOINT_DIR
-  old = marker.read_text().strip() if marker.exists() else 'unknown'
+  old = marker.read_text().split() if marker.exists() else []
+  old_store = old[0] if old else 'unknown'
+  old_train = old[1] if len(old) > 1 else ''
   moved = None
-  if ckpt.is_dir() and any(ckpt.iterdir()) and old != store_key:
-    moved = workdir / f'{train.CHECKPOINT_DIR}.stale-{old[:12]}-{int(time.time())}'
+  if ckpt.is_dir() and any(ckpt.iterdir()) and (old_store, old_train) != (store_key, train_key):
+    why = ('the video or preprocessing changed' if old_store != store_key
+           else 'the model or training config changed')
+    stem = f'{train.CHECKPOINT_DIR}.stale-{old_store[:12]}-{int(time.time())}'
+    moved, n = workdir / stem, 1
+    while moved.exists():  # Two set-asides within a second.
+      moved, n = workdir / f'{stem}-{n}', n + 1
     ckpt.rename(moved)
-    print(f'{ckpt}: trained on another store (the video or preprocessing changed); moved to '
-          f'{moved} and training from scratch.')
-  fileio.write_text_atomic(marker, store_key)
+    print(f'{ckpt}: trained on another store or config ({why}); moved to {moved} and training '
+          'from scratch.')
+  fileio.write_text_atomic(marker, f'{store_key} {train_key}')
   return moved
 
 
@@ -90,12 +112,12 @@ def train_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool
                 stop_at: int | None = None) -> train.TrainState:
   """Trains on workdir's store (resuming), saving pseudo-depth snapshots at checkpoints.
 
-  Checkpoints left by a run on a different store are set aside first (see
-  `set_aside_stale_checkpoints`).
+  Checkpoints left by a run on a different store, or with a different model or training config,
+  are set aside first (see `set_aside_stale_checkpoints`).
   """
   workdir = Path(workdir)
   seq = load_sequence(workdir)
-  set_aside_stale_checkpoints(workdir, seq.meta.get('preprocess_key', ''))
+  set_aside_stale_checkpoints(workdir, seq.meta.get('preprocess_key', ''), training_key(config))
   video = video_shape(seq)
   model = model_lib.OmniMotion(model_lib.model_config(config.model, video.num_frames))
   depth_fn = track.make_depth_fn(model, video)

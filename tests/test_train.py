@@ -133,7 +133,35 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, data):
   assert int(again.step) == 24
 
 
-def test_checkpoints_of_another_store_are_set_aside_not_resumed(tmp_path):
+def test_motion_depth_prior_targets_near_for_moving_far_for_still_and_skips_unknown(data):
+  # Label 1 (moves on its own) pulls the ray's expected depth to motion_depth_near, 0 (follows
+  # the camera) to motion_depth_far, and -1 (untrusted flow) is left out of the mean.
+  config = _config(w_motion_depth=1.0)
+  model, video, state, _ = _setup(config, data)
+  batch = sampler.sample_batch(jax.random.PRNGKey(5), jax.device_put(data), jnp.int32(0),
+                               train.sampler_config(config.train), state.error_map,
+                               state.frame_error, jnp.bool_(False))
+  num_rays = batch.weights.size
+  labels = jnp.asarray(np.resize([1.0, 0.0, -1.0], num_rays), jnp.float32)
+  key = jax.random.PRNGKey(6)
+  loss_cfg = train.loss_config(config.train)
+  term = train.compute_losses(model, state.params, batch, key, video, loss_cfg,
+                              motion_labels=labels)['motion_depth']
+  out = render.map_pixels(model, state.params, batch.px_src.reshape(-1, 2),
+                          jnp.repeat(batch.src, batch.weights.shape[1]),
+                          jnp.repeat(batch.tgt, batch.weights.shape[1]), video, key=key)
+  depth = np.asarray(jnp.sum(out['weights'] * out['z'], axis=-1))
+  lab = np.asarray(labels)
+  near, far = config.train.motion_depth_near, config.train.motion_depth_far
+  by_hand = np.concatenate([np.abs(depth[lab == 1] - near), np.abs(depth[lab == 0] - far)]).mean()
+  np.testing.assert_allclose(float(term), by_hand, rtol=1e-5)
+  # Its weight decays linearly to 0 over motion_depth_steps.
+  w = lambda step: float(loss_cfg.weights(jnp.int32(step))['motion_depth'])
+  steps = config.train.motion_depth_steps
+  assert w(0) == 1.0 and abs(w(steps // 2) - 0.5) < 1e-6 and w(steps) == 0.0
+
+
+def test_checkpoints_of_another_store_or_config_are_set_aside_not_resumed(tmp_path):
   ckpt = tmp_path / train.CHECKPOINT_DIR
   (ckpt / '8').mkdir(parents=True)
   # No record of the store (older workdir): set aside, kept on disk.
@@ -145,6 +173,23 @@ def test_checkpoints_of_another_store_are_set_aside_not_resumed(tmp_path):
   # A new store (re-preprocessed with other settings): set aside again.
   assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b') is not None
   assert not ckpt.exists() and len(list(tmp_path.glob(f'{train.CHECKPOINT_DIR}.stale-*'))) == 2
+  # Same store, another model or training config: a finished run must not be silently reused.
+  # Bookkeeping fields (more steps, other logging) keep the run resumable.
+  config = _config()
+  key = pipeline.training_key(config)
+  (ckpt / '24').mkdir(parents=True)
+  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b', key) is not None
+  (ckpt / '24').mkdir(parents=True)
+  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b', key) is None
+  longer = _config(num_steps=2 * config.train.num_steps, log_every=1, checkpoint_every=5)
+  assert pipeline.training_key(longer) == key
+  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b',
+                                              pipeline.training_key(longer)) is None
+  changed = _config(w_motion_depth=1.0)
+  assert pipeline.training_key(changed) != key
+  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b',
+                                              pipeline.training_key(changed)) is not None
+  assert len(list(tmp_path.glob(f'{train.CHECKPOINT_DIR}.stale-*'))) == 4
 
 
 def test_error_map_concentrates_samples(data):
