@@ -41,13 +41,6 @@ def get_config(num_steps: int = DEFAULT_STEPS):
   # 30 px); with the agreement check its median error is 1 px (benchmarks/QUALITY.md, session 3).
   config.data.direct_agreement_px = 3.0
 
-  # Motion-depth prior for the first half of training: pixels whose adjacent flow departs from
-  # the dominant (camera) motion start in front (depth 0.5), the rest behind (1.5). At this budget
-  # the depth layering that independent motion needs is otherwise not found: with it, three
-  # synthetic-v1 fast videos went 35.6 / 40.2 / 31.7 -> 59.1 / 49.5 / 43.6 AJ (QUALITY.md, s4).
-  config.train.w_motion_depth = 1.0
-  config.train.motion_depth_steps = num_steps // 2
-
   train = config.train
   train.num_steps = num_steps
   train.num_pairs = 8
@@ -65,6 +58,12 @@ def get_config(num_steps: int = DEFAULT_STEPS):
   train.w_flow_grad_ramp_steps = int(500_000 * scale)
   train.w_distortion_start = int(40_000 * scale)
   train.w_distortion_ramp_steps = int(2000 * scale)
+  # Motion-depth prior for the first half of training: pixels whose adjacent flow departs from
+  # the dominant (camera) motion start in front (depth 0.5), the rest behind (1.5). At this budget
+  # the depth layering that independent motion needs is otherwise not found: with it, three
+  # synthetic-v1 fast videos went 35.6 / 40.2 / 31.7 -> 59.1 / 49.5 / 43.6 AJ (QUALITY.md, s4).
+  train.w_motion_depth = 1.0
+  train.motion_depth_steps = num_steps // 2
   train.steps_per_dispatch = 10
   train.log_every = 50
   train.checkpoint_every = 500
