@@ -24,7 +24,6 @@ import numpy as np
 from omnimotion_jax import checkpoint, fileio, render, sampler, store, track, train
 from omnimotion_jax import model as model_lib
 from omnimotion_jax import preprocess as preprocess_lib
-from omnimotion_jax.config import config_hash
 from omnimotion_jax.errors import UserInputError
 
 TIMINGS_FILE = 'timings.json'
@@ -64,26 +63,13 @@ def preprocess_stage(video: str, workdir: Path, config: ml_collections.ConfigDic
 
 
 TRAINED_ON_FILE = 'trained_on.txt'  # Store key and training key the checkpoints belong to.
-# Train fields that do not change what a run computes: a run may resume with other values.
-RESUMABLE_TRAIN_FIELDS = ('num_steps', 'log_every', 'checkpoint_every', 'checkpoint_keep',
-                          'steps_per_dispatch')
-
-
-def training_key(config: ml_collections.ConfigDict) -> str:
-  """Hash of everything that shapes the optimisation: model, seed and train config, except the
-  bookkeeping fields in RESUMABLE_TRAIN_FIELDS (so a finished run can be extended)."""
-  train_cfg = {k: v for k, v in config.train.to_dict().items()
-               if k not in RESUMABLE_TRAIN_FIELDS}
-  return config_hash(ml_collections.ConfigDict(
-      {'model': config.model.to_dict(), 'train': train_cfg, 'seed': config.seed}))
-
 
 def set_aside_stale_checkpoints(workdir: Path, store_key: str,
                                 train_key: str = '') -> Path | None:
   """Moves checkpoints of another store or another training config aside (never deletes them).
 
   A run resumes from workdir/checkpoints automatically. After the video or the preprocessing
-  config changed (a new store), or the model or training config changed (`training_key`),
+  config changed (a new store), or the model or training config changed (`train.training_key`),
   resuming would continue a model fitted to other data or with other settings, and a finished
   run would silently be reused. Returns the folder the old checkpoints were moved to, or None if
   they were current (or absent). store_key is the store's meta['preprocess_key'].
@@ -117,7 +103,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool
   """
   workdir = Path(workdir)
   seq = load_sequence(workdir)
-  set_aside_stale_checkpoints(workdir, seq.meta.get('preprocess_key', ''), training_key(config))
+  set_aside_stale_checkpoints(workdir, seq.meta.get('preprocess_key', ''), train.training_key(config))
   video = video_shape(seq)
   model = model_lib.OmniMotion(model_lib.model_config(config.model, video.num_frames))
   depth_fn = track.make_depth_fn(model, video)

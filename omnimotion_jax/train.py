@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from omnimotion_jax import checkpoint, global_motion, losses, render, sampler, track
 from omnimotion_jax import model as model_lib
+from omnimotion_jax.config import config_hash
 from omnimotion_jax.errors import UserInputError
 
 PARAM_GROUPS = ('time_net', 'bijection', 'canonical')
@@ -431,6 +432,55 @@ def compiled_error_mapper(model_cfg: model_lib.ModelConfig, video: render.VideoS
                            with_occlusion=False)
 
 
+# Train fields that do not change what a run computes: a run may resume with other values.
+RESUMABLE_TRAIN_FIELDS = ('num_steps', 'log_every', 'checkpoint_every', 'checkpoint_keep',
+                          'steps_per_dispatch')
+
+
+def _training_fields(config: dict) -> dict:
+  """The parts of a config dict (as saved in config.json) that shape the optimisation."""
+  train_cfg = {k: v for k, v in config.get('train', {}).items() if k not in RESUMABLE_TRAIN_FIELDS}
+  return {'model': config.get('model'), 'train': train_cfg, 'seed': config.get('seed')}
+
+
+def training_key(config: ml_collections.ConfigDict) -> str:
+  """Hash of everything that shapes the optimisation: model, seed and train config, except the
+  bookkeeping fields in RESUMABLE_TRAIN_FIELDS (so a finished run can be extended)."""
+  return config_hash(ml_collections.ConfigDict(_training_fields(config.to_dict())))
+
+
+def _flatten(tree, prefix=''):
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for k, v in tree.items():
+    out.update(_flatten(v, f'{prefix}.{k}' if prefix else k))
+  return out
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: Path) -> None:
+  """Raises UserInputError if workdir holds checkpoints of another model or training config.
+
+  Resuming them would continue (or, if finished, silently reuse) a run with other settings.
+  pipeline.train_stage moves such checkpoints aside before calling `fit`; this guards direct
+  callers of `fit`.
+  """
+  saved = checkpoint.load_saved_config(workdir)
+  ckpt = workdir / CHECKPOINT_DIR
+  if saved is None or not (ckpt.is_dir() and any(ckpt.iterdir())):
+    return
+  # Compare as saved (json round trip: tuples become lists).
+  now = json.loads(json.dumps(config.to_dict(), sort_keys=True, default=str))
+  old, new = _flatten(_training_fields(saved)), _flatten(_training_fields(now))
+  changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  if changed:
+    shown = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in changed[:5])
+    more = f' and {len(changed) - 5} more' if len(changed) > 5 else ''
+    raise UserInputError(
+        f'{ckpt} holds a run with another model or training config ({shown}{more}). Use a new '
+        'workdir, or train through `omnimotion-jax train`, which moves such checkpoints aside.')
+
+
 def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.TrainData, *,
         flows_adjacent: np.ndarray | None = None, progress: bool = True,
         stop_at: int | None = None, on_checkpoint=None) -> TrainState:
@@ -472,6 +522,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
     data = dataclasses.replace(data, motion_labels=motion_labels(data, tc))
   data = jax.device_put(data)
 
+  check_resumable(config, workdir)
   mngr = checkpoint.manager(workdir / CHECKPOINT_DIR, tc.checkpoint_keep)
   restored = checkpoint.restore_latest(mngr, state)
   if restored is not None:

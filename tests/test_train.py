@@ -11,6 +11,7 @@ import pytest
 from omnimotion_jax import pipeline, render, sampler, synthetic, train
 from omnimotion_jax import model as model_lib
 from omnimotion_jax.config import load_config
+from omnimotion_jax.errors import UserInputError
 
 
 def _config(**train_overrides):
@@ -131,6 +132,15 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, data):
   # Running a finished run again is a no-op (it used to fail re-saving the final step).
   again = train.fit(config, tmp_path / 'b', data, progress=False)
   assert int(again.step) == 24
+  # Extending it is fine; another training config is refused (it would reuse the finished run),
+  # naming the changed field. pipeline.train_stage moves such checkpoints aside instead.
+  with config.unlocked():
+    config.train.num_steps = 28
+  assert int(train.fit(config, tmp_path / 'b', data, progress=False).step) == 28
+  with config.unlocked():
+    config.train.w_visibility = 2.0
+  with pytest.raises(UserInputError, match=r'train\.w_visibility: 1\.0 -> 2\.0'):
+    train.fit(config, tmp_path / 'b', data, progress=False)
 
 
 def test_motion_depth_prior_targets_near_for_moving_far_for_still_and_skips_unknown(data):
@@ -209,19 +219,19 @@ def test_checkpoints_of_another_store_or_config_are_set_aside_not_resumed(tmp_pa
   # Same store, another model or training config: a finished run must not be silently reused.
   # Bookkeeping fields (more steps, other logging) keep the run resumable.
   config = _config()
-  key = pipeline.training_key(config)
+  key = train.training_key(config)
   (ckpt / '24').mkdir(parents=True)
   assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b', key) is not None
   (ckpt / '24').mkdir(parents=True)
   assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b', key) is None
   longer = _config(num_steps=2 * config.train.num_steps, log_every=1, checkpoint_every=5)
-  assert pipeline.training_key(longer) == key
+  assert train.training_key(longer) == key
   assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b',
-                                              pipeline.training_key(longer)) is None
+                                              train.training_key(longer)) is None
   changed = _config(w_motion_depth=1.0)
-  assert pipeline.training_key(changed) != key
+  assert train.training_key(changed) != key
   assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b',
-                                              pipeline.training_key(changed)) is not None
+                                              train.training_key(changed)) is not None
   assert len(list(tmp_path.glob(f'{train.CHECKPOINT_DIR}.stale-*'))) == 4
 
 
