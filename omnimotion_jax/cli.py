@@ -282,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
   except UserInputError as e:
     print(f'omnimotion-jax {args.command}: error: {e}', file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
-    print(f'omnimotion-jax {args.command}: interrupted', file=sys.stderr)
+  except KeyboardInterrupt as e:
+    detail = f': {e}' if str(e) else ''
+    print(f'omnimotion-jax {args.command}: interrupted{detail}', file=sys.stderr)
     return 130
   return 0
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from omnimotion_jax import checkpoint, global_motion, losses, render, sampler, track
 from omnimotion_jax import model as model_lib
 from omnimotion_jax.config import config_hash
-from omnimotion_jax.errors import UserInputError
+from omnimotion_jax.errors import TrainingInterrupted, UserInputError
 
 PARAM_GROUPS = ('time_net', 'bijection', 'canonical')
 
@@ -504,6 +504,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
   validate_schedule(tc)
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  check_resumable(config, workdir)
   n, h, w = data.frames.shape[:3]
   video = render.VideoShape(n, h, w)
   model_cfg = model_lib.model_config(config.model, num_frames=n)
@@ -522,7 +523,6 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
     data = dataclasses.replace(data, motion_labels=motion_labels(data, tc))
   data = jax.device_put(data)
 
-  check_resumable(config, workdir)
   mngr = checkpoint.manager(workdir / CHECKPOINT_DIR, tc.checkpoint_keep)
   restored = checkpoint.restore_latest(mngr, state)
   if restored is not None:
@@ -562,9 +562,13 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
         if on_checkpoint:
           on_checkpoint(step, state)
     bar.close()
-    if step > start_step or restored is None:  # A finished run resumed again has nothing new.
+    # A finished run resumed again has nothing new, and a run stopped right after a periodic
+    # checkpoint already has this step on disk (saving it again is an error in orbax).
+    if (step > start_step or restored is None) and mngr.latest_step() != step:
       checkpoint.save(mngr, step, state, wait=True)
-    if on_checkpoint and step > start_step:
+    mngr.wait_until_finished()
+    periodic = step % tc.checkpoint_every == 0 and step < tc.num_steps  # Already called.
+    if on_checkpoint and step > start_step and not periodic:
       on_checkpoint(step, state)
   mngr.close()
   elapsed = time.time() - t_start
@@ -572,4 +576,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
              'steps_per_s': (step - start_step) / max(elapsed, 1e-9),
              'num_skipped': int(state.num_skipped), 'finished': step >= tc.num_steps}
   (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+  if flag.stop and step < tc.num_steps:
+    raise TrainingInterrupted(
+        f'training stopped by a signal at step {step}/{tc.num_steps}; checkpoint saved in '
+        f'{workdir / CHECKPOINT_DIR}. Run the same command again to resume.')
   return state

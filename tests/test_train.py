@@ -1,6 +1,9 @@
 """Training: one step, loss decrease, NaN skipping, bit-identical resume, no retracing, sampling."""
 
 import dataclasses
+import json
+import os
+import signal
 
 import cv2
 import jax
@@ -11,7 +14,7 @@ import pytest
 from omnimotion_jax import pipeline, render, sampler, synthetic, train
 from omnimotion_jax import model as model_lib
 from omnimotion_jax.config import load_config
-from omnimotion_jax.errors import UserInputError
+from omnimotion_jax.errors import TrainingInterrupted, UserInputError
 
 
 def _config(**train_overrides):
@@ -118,6 +121,12 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, data):
   straight = train.fit(config, tmp_path / 'a', data, progress=False)
   interrupted = train.fit(config, tmp_path / 'b', data, progress=False, stop_at=12)
   assert int(interrupted.step) == 12
+  # A real SIGTERM (sent here right after the step-16 checkpoint) stops the run with a
+  # checkpoint, and raises, so that no later stage runs on a partly trained model.
+  send = lambda step, state: step == 16 and os.kill(os.getpid(), signal.SIGTERM)
+  with pytest.raises(TrainingInterrupted, match='step 16/24'):
+    train.fit(config, tmp_path / 'b', data, progress=False, on_checkpoint=send)
+  assert json.loads((tmp_path / 'b' / train.SUMMARY_FILE).read_text())['steps_done'] == 16
   resumed = train.fit(config, tmp_path / 'b', data, progress=False)
   assert int(resumed.step) == int(straight.step) == 24
   for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
