@@ -182,15 +182,6 @@ def get_config() -> ml_collections.ConfigDict:
   train.motion_threshold_px = 1.0
   train.motion_depth_near = 0.5
   train.motion_depth_far = 1.5
-  # Visible-surface term (not in the reference; off here): a valid correspondence says the point
-  # is seen in the target frame, so the target ray at the flow target should be transparent in
-  # front of the point's mapped (argmax-sample) depth, the quantity the occlusion test thresholds.
-  # Soft step of width visibility_softness_bins, margin visibility_margin_bins (both in sample
-  # spacings (max_depth - min_depth) / num_samples; the test's margin is track.occlusion_eps_factor).
-  train.w_visibility = 0.0
-  train.visibility_points_fraction = 0.25  # Fraction of each pair's points given a target ray.
-  train.visibility_margin_bins = 1.1
-  train.visibility_softness_bins = 0.5
   # Map the rays of a step in this many rematerialised chunks (render.remat_chunks): same losses,
   # about 1/remat_chunks of the activation memory, one extra forward pass. 1 = off. On the 2-core
   # CPU, 16 is also the fastest: 14.2 s/step and 2.6 GB peak vs 17.9 s and 16.7 GB with 1

@@ -235,33 +235,6 @@ def smoothness_loss(x_prev: jax.Array, x: jax.Array, x_next: jax.Array, mask: ja
                         normalize=False)
 
 
-def visibility_loss(target_weights: jax.Array, target_z: jax.Array, depth: jax.Array,
-                    mask: jax.Array, *, margin: float, softness: float) -> jax.Array:
-  """Opacity in front of points that a valid correspondence says are seen (not in the reference).
-
-  A cycle-consistent correspondence (source px -> target px) means the point is visible in the
-  target frame, so the target ray at that px should be transparent in front of the point's mapped
-  depth. This is the quantity the occlusion test thresholds (render.occlusion_from_weights), with
-  the step z_k < depth - margin softened to sigmoid((depth - margin - z_k) / softness) so that the
-  mapped depth gets a gradient too, not only the densities in front.
-
-  Args:
-    target_weights: [M, K] blending weights of the target rays at the correspondences' target px.
-    target_z: [M, K] their sample depths.
-    depth: [M] depth of each source point mapped into its target frame.
-    mask: [M] bool, the valid correspondences.
-    margin: depth margin of the occlusion test (render.occlusion_margin).
-    softness: width of the soft step in depth units (> 0).
-
-  Returns:
-    Scalar mean over the masked points of sum_k w_k sigmoid((depth - margin - z_k) / softness);
-    0 when the mask is empty.
-  """
-  in_front = jax.nn.sigmoid((depth[:, None] - margin - target_z) / softness)
-  opacity = jnp.sum(target_weights * in_front, axis=-1)
-  return _safe_divide(jnp.sum(jnp.where(mask, opacity, 0.0)), jnp.sum(mask).astype(opacity.dtype))
-
-
 def loss_weights(step, *, w_flow: float, w_rgb_ramp_steps: float, w_rgb_max: float,
                  w_flow_grad_ramp_steps: float, w_flow_grad_max: float, w_depth_range: float,
                  w_distortion_start: float, w_distortion_ramp_steps: float,

@@ -117,13 +117,10 @@ def map_pixels(model: OmniMotion, params, px: jax.Array, src_idx: jax.Array, tgt
 
 
 def ray_weights(model: OmniMotion, params, px: jax.Array, frame_idx: jax.Array,
-                video: VideoShape, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """Blending weights [R, K] and depths [R, K] of rays at px [R, 2] in frames [R].
-
-  key: PRNG key for stratified depths (training); None = deterministic depths (inference).
-  """
+                video: VideoShape) -> tuple[jax.Array, jax.Array]:
+  """Blending weights [R, K] and depths [R, K] of deterministic rays at px [R, 2] in frames [R]."""
   cfg = model.config
-  z = geometry.depth_samples(px.shape[0], cfg.num_samples, cfg.min_depth, cfg.max_depth, key)
+  z = geometry.depth_samples(px.shape[0], cfg.num_samples, cfg.min_depth, cfg.max_depth)
   x = geometry.ray_points(geometry.pixels_to_normalized(px, video.height, video.width), z)
   t = frame_times(frame_idx, video.num_frames)[:, None, :]
 

@@ -68,15 +68,10 @@ class LossConfig:
   motion_depth_steps: int
   motion_depth_near: float
   motion_depth_far: float
-  w_visibility: float
-  visibility_points_fraction: float
-  visibility_margin_bins: float
-  visibility_softness_bins: float
 
   def weights(self, step: jax.Array) -> dict[str, jax.Array]:
     decay = jnp.clip(1.0 - jnp.asarray(step, jnp.float32) / max(self.motion_depth_steps, 1), 0, 1)
-    return dict(motion_depth=self.w_motion_depth * decay,
-                visibility=jnp.asarray(self.w_visibility, jnp.float32), **losses.loss_weights(
+    return dict(motion_depth=self.w_motion_depth * decay, **losses.loss_weights(
         step, w_flow=self.w_flow, w_rgb_ramp_steps=self.w_rgb_ramp_steps,
         w_rgb_max=self.w_rgb_max, w_flow_grad_ramp_steps=self.w_flow_grad_ramp_steps,
         w_flow_grad_max=self.w_flow_grad_max, w_depth_range=self.w_depth_range,
@@ -248,19 +243,6 @@ def compute_losses(model: model_lib.OmniMotion, params, batch: sampler.Batch, ke
     known = motion_labels >= 0
     terms['motion_depth'] = (jnp.sum(jnp.abs(depth - target) * known)
                              / jnp.maximum(jnp.sum(known), 1))
-  if cfg.w_visibility > 0:  # Static: the extra target rays are only cast when the term is on.
-    # The first fraction of each pair's points: their target rays, at the flow target px.
-    v = max(1, int(r * cfg.visibility_points_fraction))
-    px_v = batch.px_tgt[:, :v].reshape(-1, 2)
-    spacing = (mcfg.max_depth - mcfg.min_depth) / mcfg.num_samples
-    w_t, z_t = render.ray_weights(model, params, px_v, jnp.repeat(batch.tgt, v), video,
-                                  key=jax.random.fold_in(key, 1))
-    # The argmax sample's depth, as in the occlusion test at inference (track.make_mapper).
-    depth_v = out['depth_max'].reshape(b, r)[:, :v].reshape(-1)
-    valid_v = (batch.weights[:, :v] > 0).reshape(-1) & _inside(px_v, video)
-    terms['visibility'] = losses.visibility_loss(
-        w_t, z_t, depth_v, valid_v, margin=cfg.visibility_margin_bins * spacing,
-        softness=cfg.visibility_softness_bins * spacing)
   terms['_in_image_frac'] = jnp.mean(in_image)
   return terms
 

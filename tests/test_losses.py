@@ -227,24 +227,6 @@ def test_smoothness_known_acceleration(mask, drop_max, expected):
 
 # ------------------------------------------------------------------------------ schedules
 
-def test_visibility_loss_hand_case_and_gradient_direction():
-  # Target rays with samples at z = 0.5, 1.0, 1.5 (spacing 0.5, margin 0.1, near-hard step).
-  z = jnp.array([[0.5, 1.0, 1.5]] * 3)
-  w = jnp.array([[0.8, 0.2, 0.0],    # Surface at 0.5: a point mapped to 1.5 is behind both.
-                 [0.0, 1.0, 0.0],    # Surface at 1.0: a point mapped to 1.0 is on it.
-                 [0.3, 0.3, 0.3]])   # Left out by the mask.
-  depth = jnp.array([1.5, 1.0, 1.5])
-  mask = jnp.array([True, True, False])
-  loss = lambda d: losses.visibility_loss(w, z, d, mask, margin=0.1, softness=1e-3)
-  np.testing.assert_allclose(float(loss(depth)), (1.0 + 0.0) / 2, atol=1e-6)
-  # Softer step: the gradient moves the occluded point forward (towards the camera).
-  soft = lambda d: losses.visibility_loss(w, z, d, mask, margin=0.1, softness=0.2)
-  g = np.asarray(jax.grad(soft)(jnp.array([0.7, 1.0, 1.5])))
-  assert g[0] > 0 and g[2] == 0.0
-  empty = losses.visibility_loss(w, z, depth, jnp.zeros(3, bool), margin=0.1, softness=0.2)
-  assert float(empty) == 0.0
-
-
 @pytest.mark.parametrize('step, rgb, flow_grad, dist', [
     (0, 1 / 5000, 1 / 500000, 0.0),          # s = 1
     (4999, 1.0, 0.01, 0.0),                  # s = 5000

@@ -115,7 +115,7 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, data):
   # motion-depth prior must be rebuilt identically too.
   config = _config(num_steps=24, checkpoint_every=8, log_every=4, hard_mining_start=8,
                    hard_mining_every=8, hard_mining_stride=4, steps_per_dispatch=4,
-                   w_motion_depth=1.0, motion_depth_steps=16, w_visibility=1.0)
+                   w_motion_depth=1.0, motion_depth_steps=16)
   with config.unlocked():
     config.model.bijection.frame_affine = True
   straight = train.fit(config, tmp_path / 'a', data, progress=False)
@@ -137,7 +137,7 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, data):
   assert (tmp_path / 'b' / train.FRAME_AFFINE_FILE).exists()
   logged = [l for l in (tmp_path / 'b' / train.METRICS_FILE).read_text().splitlines() if l]
   assert len(logged) == 24 // 4  # No duplicated lines after the resume.
-  assert 'loss/motion_depth' in logged[0] and 'loss/visibility' in logged[0]
+  assert 'loss/motion_depth' in logged[0]
   # Running a finished run again is a no-op (it used to fail re-saving the final step).
   again = train.fit(config, tmp_path / 'b', data, progress=False)
   assert int(again.step) == 24
@@ -147,8 +147,8 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, data):
     config.train.num_steps = 28
   assert int(train.fit(config, tmp_path / 'b', data, progress=False).step) == 28
   with config.unlocked():
-    config.train.w_visibility = 2.0
-  with pytest.raises(UserInputError, match=r'train\.w_visibility: 1\.0 -> 2\.0'):
+    config.train.motion_depth_steps = 12
+  with pytest.raises(UserInputError, match=r'train\.motion_depth_steps: 16 -> 12'):
     train.fit(config, tmp_path / 'b', data, progress=False)
 
 
@@ -178,39 +178,6 @@ def test_motion_depth_prior_targets_near_for_moving_far_for_still_and_skips_unkn
   w = lambda step: float(loss_cfg.weights(jnp.int32(step))['motion_depth'])
   steps = config.train.motion_depth_steps
   assert w(0) == 1.0 and abs(w(steps // 2) - 0.5) < 1e-6 and w(steps) == 0.0
-
-
-def test_visibility_term_is_opacity_in_front_of_mapped_points_on_target_rays(data):
-  # The first visibility_points_fraction of each pair's points: the target ray at the flow target
-  # px, its opacity in front of the source point's mapped argmax-sample depth, over valid points.
-  config = _config(w_visibility=1.0, visibility_points_fraction=0.5)
-  model, video, state, _ = _setup(config, data)
-  batch = sampler.sample_batch(jax.random.PRNGKey(5), jax.device_put(data), jnp.int32(0),
-                               train.sampler_config(config.train), state.error_map,
-                               state.frame_error, jnp.bool_(False))
-  key = jax.random.PRNGKey(6)
-  loss_cfg = train.loss_config(config.train)
-  term = train.compute_losses(model, state.params, batch, key, video, loss_cfg)['visibility']
-  b, r = batch.weights.shape
-  v = r // 2
-  out = render.map_pixels(model, state.params, batch.px_src.reshape(-1, 2), jnp.repeat(batch.src, r),
-                          jnp.repeat(batch.tgt, r), video, key=key)
-  depth = np.asarray(out['depth_max']).reshape(b, r)[:, :v].reshape(-1)
-  px = batch.px_tgt[:, :v].reshape(-1, 2)
-  w, z = render.ray_weights(model, state.params, px, jnp.repeat(batch.tgt, v), video,
-                            key=jax.random.fold_in(key, 1))
-  mcfg = model.config
-  spacing = (mcfg.max_depth - mcfg.min_depth) / mcfg.num_samples
-  margin = config.train.visibility_margin_bins * spacing
-  soft = config.train.visibility_softness_bins * spacing
-  opacity = np.sum(np.asarray(w) / (1 + np.exp(-(depth[:, None] - margin - np.asarray(z)) / soft)),
-                   axis=-1)
-  pxn = np.asarray(px)
-  inside = ((pxn >= 0) & (pxn <= np.array([video.width - 1, video.height - 1]))).all(-1)
-  valid = np.asarray(batch.weights[:, :v] > 0).reshape(-1) & inside
-  assert valid.any()
-  np.testing.assert_allclose(float(term), opacity[valid].mean(), rtol=1e-4)
-  assert float(loss_cfg.weights(jnp.int32(0))['visibility']) == 1.0
 
 
 def test_checkpoints_of_another_store_or_config_are_set_aside_not_resumed(tmp_path):
