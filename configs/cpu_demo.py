@@ -6,7 +6,7 @@ Command:  make demo   (= omnimotion-jax demo --workdir out/demo --config cpu_dem
 
 from configs import cpu_quality
 
-DEMO_STEPS = 1500
+DEMO_STEPS = 2500
 
 
 def get_config():
