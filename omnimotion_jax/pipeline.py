@@ -103,7 +103,8 @@ def train_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool
   """
   workdir = Path(workdir)
   seq = load_sequence(workdir)
-  set_aside_stale_checkpoints(workdir, seq.meta.get('preprocess_key', ''), train.training_key(config))
+  set_aside_stale_checkpoints(workdir, seq.meta.get('preprocess_key', ''),
+                              train.training_key(config))
   video = video_shape(seq)
   model = model_lib.OmniMotion(model_lib.model_config(config.model, video.num_frames))
   depth_fn = track.make_depth_fn(model, video)
