@@ -4,8 +4,8 @@ Smaller networks, fewer samples and smaller batches than the reference, 3.5k ste
 100k, with learning rates raised and every step-based schedule (LR decay, loss ramps, distortion
 start, max-gap growth, hard mining) compressed by the same factor, so the run goes through the
 reference's phases in order. Three settings that are not in the reference are on, with their
-measured effects in benchmarks/QUALITY.md: the long-gap agreement check, the motion-depth prior and the
-forward-backward occlusion check. Everything else (losses, thresholds, sampling rules) is the
+measured effects in benchmarks/QUALITY.md: the long-gap agreement check, the motion-depth prior
+and the forward-backward occlusion check. Everything else (losses, thresholds, sampling rules) is the
 reference default.
 
 Command:  omnimotion-jax run VIDEO --workdir W --config cpu_quality

@@ -86,6 +86,16 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
     raise UserInputError(f'--set {item}: wrong type for {key} ({e}).') from e
 
 
+def flatten_dict(tree, prefix: str = '') -> dict[str, object]:
+  """Nested dicts -> {'dotted.key': leaf}, in insertion order (the keys `--set` takes)."""
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for key, value in tree.items():
+    out.update(flatten_dict(value, f'{prefix}.{key}' if prefix else str(key)))
+  return out
+
+
 def config_hash(config: ml_collections.ConfigDict) -> str:
   """Short stable hash of a config's resolved values (for result files and caches)."""
   blob = json.dumps(config.to_dict(), sort_keys=True, default=str)

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from omnimotion_jax import fileio, viz
+from omnimotion_jax.config import flatten_dict
 from omnimotion_jax.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -299,15 +300,8 @@ def _fmt_seconds(seconds) -> str:
   return f'{seconds:.1f} s ({datetime.timedelta(seconds=round(seconds))})'
 
 
-def _flatten(data, prefix: str = '') -> list[tuple[str, object]]:
-  rows = []
-  if isinstance(data, dict):
-    for key, value in data.items():
-      rows += _flatten(value, f'{prefix}{key}.') if isinstance(value, dict) else [
-          (f'{prefix}{key}', value)]
-  else:
-    rows.append((prefix.rstrip('.') or 'value', data))
-  return rows
+def _flatten(data) -> list[tuple[str, object]]:
+  return list(flatten_dict(data).items()) if isinstance(data, dict) else [('value', data)]
 
 
 def _kv_table(rows: list[tuple[str, str]]) -> str:

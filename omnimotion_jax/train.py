@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from omnimotion_jax import checkpoint, global_motion, losses, render, sampler, track
 from omnimotion_jax import model as model_lib
-from omnimotion_jax.config import config_hash
+from omnimotion_jax.config import config_hash, flatten_dict
 from omnimotion_jax.errors import TrainingInterrupted, UserInputError
 
 PARAM_GROUPS = ('time_net', 'bijection', 'canonical')
@@ -431,15 +431,6 @@ def training_key(config: ml_collections.ConfigDict) -> str:
   return config_hash(ml_collections.ConfigDict(_training_fields(config.to_dict())))
 
 
-def _flatten(tree, prefix=''):
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  out = {}
-  for k, v in tree.items():
-    out.update(_flatten(v, f'{prefix}.{k}' if prefix else k))
-  return out
-
-
 def check_resumable(config: ml_collections.ConfigDict, workdir: Path) -> None:
   """Raises UserInputError if workdir holds checkpoints of another model or training config.
 
@@ -453,7 +444,7 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: Path) -> None:
     return
   # Compare as saved (json round trip: tuples become lists).
   now = json.loads(json.dumps(config.to_dict(), sort_keys=True, default=str))
-  old, new = _flatten(_training_fields(saved)), _flatten(_training_fields(now))
+  old, new = flatten_dict(_training_fields(saved)), flatten_dict(_training_fields(now))
   changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
   if changed:
     shown = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in changed[:5])
@@ -548,7 +539,6 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
     # checkpoint already has this step on disk (saving it again is an error in orbax).
     if (step > start_step or restored is None) and mngr.latest_step() != step:
       checkpoint.save(mngr, step, state, wait=True)
-    mngr.wait_until_finished()
     periodic = step % tc.checkpoint_every == 0 and step < tc.num_steps  # Already called.
     if on_checkpoint and step > start_step and not periodic:
       on_checkpoint(step, state)
