@@ -1,12 +1,25 @@
 """Test configuration: CPU only, small deterministic settings."""
 
 import os
+import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # Tests compile the same programs on every run; cache them on disk next to the repo.
 _CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.cache', 'xla')
 jax.config.update('jax_compilation_cache_dir', _CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _tempfiles_inside_pytest_tmp(tmp_path_factory):
+  """Keeps library temp folders under pytest's own tmp tree (which pytest prunes): tfds's
+  DatasetInfo.initialize_from_bucket makes an empty mkdtemp() folder per unprepared builder and
+  never removes it, 35 of them per test run in /tmp otherwise."""
+  previous = tempfile.tempdir
+  tempfile.tempdir = str(tmp_path_factory.mktemp('tempfile'))
+  yield
+  tempfile.tempdir = previous
