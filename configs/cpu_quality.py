@@ -5,8 +5,8 @@ Smaller networks, fewer samples and smaller batches than the reference, 7k steps
 start, max-gap growth, hard mining) compressed by the same factor, so the run goes through the
 reference's phases in order. Three settings that are not in the reference are on, with their
 measured effects in benchmarks/QUALITY.md: the long-gap agreement check, the motion-depth prior
-and the forward-backward occlusion check. Everything else (losses, thresholds, sampling rules) is the
-reference default.
+and the forward-backward occlusion check. Everything else (losses, thresholds, sampling rules) is
+the reference default.
 
 Command:  omnimotion-jax run VIDEO --workdir W --config cpu_quality
 Quality:  .venv/bin/python benchmarks/quality.py --config cpu_quality   (see benchmarks/README.md)
@@ -46,8 +46,8 @@ def get_config(num_steps: int = DEFAULT_STEPS):
 
   train = config.train
   train.num_steps = num_steps
-  # 4 pairs x 64 points: a step costs 107 ms instead of 191 ms with 8 pairs, so 3.5k steps take
-  # the time of 2k; synthetic-v1 mean AJ went up (benchmarks/QUALITY.md, session 5).
+  # 4 pairs x 64 points: a step costs 107 ms instead of 191 ms with 8 pairs, and at this budget
+  # more steps are worth more than a larger batch (benchmarks/QUALITY.md, session 5).
   train.num_pairs = 4
   train.num_points = 64
   train.remat_chunks = 1  # Small batches: activations fit in cache anyway; no extra forward.
