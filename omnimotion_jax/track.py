@@ -150,14 +150,19 @@ def make_depth_fn(model: OmniMotion, video: render.VideoShape):
 
 
 def depth_maps(depth_fn, params, video: render.VideoShape, frames, *, chunk_size: int,
-               progress: bool = False) -> np.ndarray:
-  """Pseudo-depth maps [F, H, W] float32 of the given frame indices (every pixel)."""
+               stride: int = 1, progress: bool = False) -> np.ndarray:
+  """Pseudo-depth maps of the given frame indices, at every `stride`-th pixel (1 = every pixel).
+
+  Returns [F, ceil(H / stride), ceil(W / stride)] float32; entry [f, i, j] is the depth at raster
+  px (x, y) = (j * stride, i * stride) of frame frames[f].
+  """
   frames = np.asarray(frames, np.int32)
-  yy, xx = np.meshgrid(np.arange(video.height), np.arange(video.width), indexing='ij')
+  yy, xx = np.meshgrid(np.arange(0, video.height, stride), np.arange(0, video.width, stride),
+                       indexing='ij')
   px = np.stack([xx.ravel(), yy.ravel()], -1).astype(np.float32)
   hw = px.shape[0]
   mapper = lambda p, px, f, _: depth_fn(p, px, f)
   (depth,) = map_in_chunks(mapper, params, np.tile(px, (len(frames), 1)),
                            np.repeat(frames, hw), np.repeat(frames, hw), chunk_size, progress,
                            desc='depth')
-  return depth.reshape(len(frames), video.height, video.width)
+  return depth.reshape((len(frames),) + yy.shape)

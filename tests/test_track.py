@@ -94,3 +94,17 @@ def test_grid_queries_are_centred_tyx():
   ys, xs = np.unique(grid[:, 1]), np.unique(grid[:, 2])
   np.testing.assert_array_equal(ys, [1, 11, 21])  # (24 - 1) % 10 // 2 = 1
   np.testing.assert_array_equal(xs, [0, 10, 20, 30])
+
+
+def test_strided_depth_maps_are_the_full_maps_subsampled():
+  """Depth at stride s is the full-resolution map's [::s, ::s] (x = column, y = row)."""
+  config = load_config('cpu_tiny')
+  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  params = model_lib.init_params(model, jax.random.PRNGKey(0))
+  depth_fn = track.make_depth_fn(model, VIDEO)
+  full = track.depth_maps(depth_fn, params, VIDEO, [0, 5], chunk_size=256)
+  strided = track.depth_maps(depth_fn, params, VIDEO, [0, 5], chunk_size=100, stride=3)
+  assert full.shape == (2, VIDEO.height, VIDEO.width)
+  assert strided.shape == (2, 8, 11)  # ceil(24 / 3), ceil(32 / 3)
+  np.testing.assert_allclose(strided, full[:, ::3, ::3], atol=1e-5)
+  assert np.ptp(full) > 0  # the maps are not constant, so the (x, y) order is checked
