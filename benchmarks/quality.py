@@ -10,10 +10,20 @@ times.
       --json benchmarks/results/quality_cpu_quality.json
 
 Runs resume: a video whose workdir already has eval.json for this config hash is not redone.
+
+--workers W trains W videos at a time, each worker process pinned to its own share of the CPU
+cores. On the 2-core CPU, two one-core workers do 1.36x the training steps per second of one
+process using both cores (one process: 62.7 ms/step; two: 91-93 ms/step each, cpu_quality on a
+40-frame 192x192 video): XLA:CPU keeps two cores only ~1.5x busy within one small step. Each
+video's own time grows; the suite's wall time falls. Results do not depend on the worker count
+beyond floating-point summation order.
 """
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -68,6 +78,32 @@ def run_video(sample: dict, workdir: Path, config, query_mode: str, progress: bo
   return results
 
 
+def _pin_worker(core_sets) -> None:
+  """Process-pool initialiser: take one core set and pin this process to it before XLA starts."""
+  os.sched_setaffinity(0, core_sets.get())
+  cli.enable_compilation_cache()
+
+
+def _video_job(suite: str, index: int, config_name: str, overrides: list[str], root: str,
+               query_mode: str) -> tuple[int, str, dict, float]:
+  """Worker entry point: one video end to end; returns (index, name, results, wall seconds)."""
+  start = time.time()
+  config = load_config(config_name, overrides)
+  sample = synthetic.suite_video(suite, index)
+  workdir = Path(root) / f'{index:02d}_{sample["name"]}'
+  result = run_video(sample, workdir, config, query_mode, progress=False)
+  return index, sample['name'], result, time.time() - start
+
+
+def core_sets(num_workers: int) -> list[set[int]]:
+  """Splits this process's CPU cores into `num_workers` disjoint, non-empty sets."""
+  cores = sorted(os.sched_getaffinity(0))
+  if not 1 <= num_workers <= len(cores):
+    raise SystemExit(f'--workers {num_workers}: must be between 1 and the {len(cores)} cores '
+                     'this process may use.')
+  return [set(cores[i::num_workers]) for i in range(num_workers)]
+
+
 def summarize(per_video: list[dict]) -> dict:
   means = {}
   for tracker in TRACKERS:
@@ -86,6 +122,9 @@ def main(argv=None) -> int:
   parser.add_argument('--workroot', default='out/quality', help='folder for per-video workdirs')
   parser.add_argument('--json', default=None, help='output JSON (default: WORKROOT/quality.json)')
   parser.add_argument('--progress', action='store_true')
+  parser.add_argument('--workers', type=int, default=1,
+                      help='videos trained at a time, each worker pinned to its own cores '
+                           '(2 on the 2-core CPU: 1.36x the suite throughput; default: 1)')
   args = parser.parse_args(argv)
 
   cli.enable_compilation_cache()
@@ -94,22 +133,40 @@ def main(argv=None) -> int:
   indices = range(len(specs)) if args.videos is None else [int(i) for i in args.videos.split(',')]
   root = Path(args.workroot) / f'{args.suite}_{config_hash(config)}'
   start = time.time()
-  per_video = []
-  for index in indices:
-    sample = synthetic.suite_video(args.suite, index)
-    t0 = time.time()
-    result = run_video(sample, root / f'{index:02d}_{sample["name"]}', config, args.query_mode,
-                       args.progress)
-    per_video.append(result)
+  results = {}
+
+  def report(index, name, result, seconds):
+    results[index] = result
     row = ' '.join(f'{t}: AJ {100 * result[t]["average_jaccard"]:5.1f} '
                    f'd {100 * result[t]["average_pts_within_thresh"]:5.1f} '
                    f'OA {100 * result[t]["occlusion_accuracy"]:5.1f} '
                    f'TC {result[t]["temporal_coherence"]:.2f}' for t in TRACKERS)
-    print(f'[{index}] {sample["name"]} ({time.time() - t0:.0f} s)  {row}', flush=True)
+    print(f'[{index}] {name} ({seconds:.0f} s)  {row}', flush=True)
+
+  if args.workers == 1:
+    for index in indices:
+      t0 = time.time()
+      sample = synthetic.suite_video(args.suite, index)
+      result = run_video(sample, root / f'{index:02d}_{sample["name"]}', config, args.query_mode,
+                         args.progress)
+      report(index, sample['name'], result, time.time() - t0)
+  else:
+    context = multiprocessing.get_context('spawn')  # No forked JAX state in the workers.
+    queue = context.Queue()
+    for cores in core_sets(args.workers):
+      queue.put(cores)
+    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=context,
+                                                initializer=_pin_worker,
+                                                initargs=(queue,)) as pool:
+      jobs = [pool.submit(_video_job, args.suite, index, args.config, args.overrides, str(root),
+                          args.query_mode) for index in indices]
+      for job in concurrent.futures.as_completed(jobs):
+        report(*job.result())
+  per_video = [results[index] for index in indices]
   means = summarize(per_video)
   out = {'suite': args.suite, 'config': args.config, 'overrides': args.overrides,
          'config_hash': config_hash(config), 'query_mode': args.query_mode,
-         'wall_s': time.time() - start, 'mean': means, 'videos': per_video,
+         'workers': args.workers, 'wall_s': time.time() - start, 'mean': means, 'videos': per_video,
          'resolved_config': config.to_dict()}
   json_path = Path(args.json) if args.json else root / 'quality.json'
   json_path.parent.mkdir(parents=True, exist_ok=True)
