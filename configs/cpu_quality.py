@@ -9,7 +9,7 @@ and the forward-backward occlusion check. Everything else (losses, thresholds, s
 the reference default.
 
 Command:  omnimotion-jax run VIDEO --workdir W --config cpu_quality
-Quality:  .venv/bin/python benchmarks/quality.py --config cpu_quality   (see benchmarks/README.md)
+Quality:  .venv/bin/python benchmarks/quality.py --config cpu_quality --workers 2  (benchmarks/QUALITY.md)
 """
 
 from configs import default
