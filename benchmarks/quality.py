@@ -15,8 +15,9 @@ Runs resume: a video whose workdir already has eval.json for this config hash is
 cores. On the 2-core CPU, two one-core workers do 1.36x the training steps per second of one
 process using both cores (one process: 62.7 ms/step; two: 91-93 ms/step each, cpu_quality on a
 40-frame 192x192 video): XLA:CPU keeps two cores only ~1.5x busy within one small step. Each
-video's own time grows; the suite's wall time falls. Results do not depend on the worker count
-beyond floating-point summation order.
+video's own time grows; the suite's wall time falls. The model, data, seed and steps are the
+same, but a one-thread XLA sums in another order, so a worker's run is not bit-identical to a
+one-process run (at 100 steps on pan-one-object-slow: AJ 27.0 vs 27.1, TC 0.80 vs 0.65).
 """
 
 import argparse
@@ -85,13 +86,13 @@ def _pin_worker(core_sets) -> None:
 
 
 def _video_job(suite: str, index: int, config_name: str, overrides: list[str], root: str,
-               query_mode: str) -> tuple[int, str, dict, float]:
-  """Worker entry point: one video end to end; returns (index, name, results, wall seconds)."""
+               query_mode: str, progress: bool = False) -> tuple[int, str, dict, float]:
+  """One video end to end (also a worker's entry point); returns (index, name, results, s)."""
   start = time.time()
   config = load_config(config_name, overrides)
   sample = synthetic.suite_video(suite, index)
   workdir = Path(root) / f'{index:02d}_{sample["name"]}'
-  result = run_video(sample, workdir, config, query_mode, progress=False)
+  result = run_video(sample, workdir, config, query_mode, progress)
   return index, sample['name'], result, time.time() - start
 
 
@@ -145,11 +146,8 @@ def main(argv=None) -> int:
 
   if args.workers == 1:
     for index in indices:
-      t0 = time.time()
-      sample = synthetic.suite_video(args.suite, index)
-      result = run_video(sample, root / f'{index:02d}_{sample["name"]}', config, args.query_mode,
-                         args.progress)
-      report(index, sample['name'], result, time.time() - t0)
+      report(*_video_job(args.suite, index, args.config, args.overrides, str(root),
+                         args.query_mode, args.progress))
   else:
     context = multiprocessing.get_context('spawn')  # No forked JAX state in the workers.
     queue = context.Queue()

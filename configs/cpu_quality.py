@@ -16,8 +16,9 @@ from configs import default
 
 # Steps of this setting; every step-based schedule is scaled by steps / REFERENCE_STEPS.
 # At this budget quality grows with the number of steps (synthetic-v1 mean AJ 58.8 at 3.5k, 65.3
-# at 7k against chained flow's 55.8; benchmarks/QUALITY.md, session 6), so the batch is small and
-# the steps many. 8k steps: about 11 min for a 48-frame 256x256 video on the 2-core CPU.
+# at 7k, 66.5 at 8k against chained flow's 55.8; benchmarks/QUALITY.md, sessions 5-7), so the
+# batch is small and the steps many. 8k steps: about 11 min for a 48-frame 256x256 video on the
+# 2-core CPU (scaled from 9.5 min at 7k).
 DEFAULT_STEPS = 8000
 REFERENCE_STEPS = 100_000
 

@@ -32,9 +32,9 @@ DEPTH_FILE = 'depth.npy'
 SNAPSHOT_DIR = 'snapshots'
 # Frames (as fractions of the video) whose pseudo-depth is saved at every checkpoint.
 SNAPSHOT_FRAME_FRACTIONS = (0.0, 0.5, 1.0)
-# Snapshots render every 2nd px: a quarter of the cost. At full resolution they took ~2-3 s per
-# checkpoint on a 192x192 video (~10 % of cpu_quality's training time); the report's strips are
-# thumbnails anyway.
+# Snapshots render every 2nd px: a quarter of the cost. At full resolution they took ~3 s per
+# checkpoint on a 192x192 video (~6 % of cpu_quality's training time on synthetic-v1); the
+# report's strips are thumbnails anyway.
 SNAPSHOT_STRIDE = 2
 
 
