@@ -122,7 +122,8 @@ def main(argv=None) -> int:
   parser.add_argument('--query_mode', default='strided', choices=('strided', 'first'))
   parser.add_argument('--workroot', default='out/quality', help='folder for per-video workdirs')
   parser.add_argument('--json', default=None, help='output JSON (default: WORKROOT/quality.json)')
-  parser.add_argument('--progress', action='store_true')
+  parser.add_argument('--progress', action='store_true',
+                      help='progress bars (with --workers 1 only: workers would interleave them)')
   parser.add_argument('--workers', type=int, default=1,
                       help='videos trained at a time, each worker pinned to its own cores '
                            '(2 on the 2-core CPU: 1.36x the suite throughput; default: 1)')
