@@ -56,6 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Not in the reference (0 = off): while chaining, a direct long-gap flow that lands more than
   # this many px from the still-valid chain is not trusted there (filtering.chain_flows).
   data.direct_agreement_px = 0.0
+  # Not in the reference (False = off): keep a long-gap correspondence only where the direct flow
+  # (cycle-consistent) and the still-valid chain agree within direct_agreement_px, with the
+  # direct flow (filtering.chain_flows). Needs direct_agreement_px > 0.
+  data.require_agreement = False
   # Chaining and long-gap filtering: min cosine similarity of per-frame features (if given).
   data.feature_similarity_threshold = 0.5
   # Frame gap from which the feature-similarity check applies to direct pairs (frames).

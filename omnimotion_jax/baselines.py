@@ -47,6 +47,7 @@ import numpy as np
 from omnimotion_jax import filtering
 from omnimotion_jax import flow as flow_lib
 from omnimotion_jax.errors import UserInputError
+from omnimotion_jax import store as store_lib
 from omnimotion_jax.store import SequenceData
 
 # A flow function: (frame_a, frame_b) uint8 [H, W, 3] -> float32 [H, W, 2] (dx, dy) px, a -> b.
@@ -165,32 +166,50 @@ def chained_flow_tracks(seq: SequenceData, queries: np.ndarray, *,
   return tracks.astype(np.float32), occluded
 
 
+def adjacent_store(frames: np.ndarray, flow_fn: FlowFn, *, cycle_threshold: float
+                   ) -> SequenceData:
+  """A SequenceData holding only the adjacent pairs (i, i+-1), with flows computed on `frames`.
+
+  For the chained baseline at a resolution other than the model's store (the input video's
+  own, when the model runs on downscaled frames). Flows are rounded to float16 like a store's;
+  cycle masks use `filtering.forward_backward_masks`; occluded masks and counts are empty.
+
+  Args:
+    frames: uint8 [N, H, W, 3] RGB.
+    flow_fn: (frame_a, frame_b) -> float [H, W, 2] flow a -> b.
+    cycle_threshold: px, for the stored cycle masks.
+  """
+  frames = np.asarray(frames)
+  num_frames, height, width = frames.shape[:3]
+  pairs = np.array([(i, i + d) for i in range(num_frames) for d in (-1, 1)
+                    if 0 <= i + d < num_frames], np.int32).reshape(-1, 2)
+  flows = np.stack([flow_fn(frames[i], frames[j]) for i, j in pairs]).astype(np.float16)
+  index = store_lib.make_pair_index(pairs, num_frames)
+  cycle = np.stack([filtering.forward_backward_masks(
+      flows[k].astype(np.float32), flows[index[j, i]].astype(np.float32),
+      cycle_threshold=cycle_threshold)[0] for k, (i, j) in enumerate(pairs)])
+  return SequenceData(
+      frames=frames, frame_indices=np.arange(num_frames, dtype=np.int32), pairs=pairs,
+      flows=flows, cycle=cycle, occluded=np.zeros_like(cycle),
+      counts=np.zeros((num_frames, height, width), np.uint16),
+      pair_counts=cycle.reshape(len(pairs), -1).sum(1).astype(np.int32), pair_index=index,
+      meta_json='{}')
+
+
 # ------------------------------------------------------------------------------------------------
 # Direct pairwise flow.
 
 def dis_flow_fn(preset: str = 'medium') -> FlowFn:
-  """A FlowFn computing OpenCV DIS flow on greyscale frames (as flow.DISBackend does).
+  """A FlowFn computing OpenCV DIS flow on greyscale frames (flow.pair_flow_fn('dis', preset))."""
+  return flow_lib.pair_flow_fn('dis', preset)
 
-  Args:
-    preset: a flow.DIS_PRESETS key ('ultrafast', 'fast', 'medium').
 
-  Returns:
-    fn(frame_a, frame_b) -> float32 [H, W, 2] (dx, dy) px from a to b; frames uint8 [H, W, 3]
-    RGB (or [H, W] grey).
-  """
-  if preset not in flow_lib.DIS_PRESETS:
-    raise UserInputError(f'dis preset {preset!r}: unknown; use one of '
-                         f'{tuple(flow_lib.DIS_PRESETS)}.')
-  dis = cv2.DISOpticalFlow_create(flow_lib.DIS_PRESETS[preset])
-
-  def grey(frame: np.ndarray) -> np.ndarray:
-    frame = np.ascontiguousarray(frame, np.uint8)
-    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-
-  def fn(frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
-    return dis.calc(grey(frame_a), grey(frame_b), None).astype(np.float32, copy=False)
-
-  return fn
+def baseline_flow_fn(data_cfg) -> FlowFn:
+  """The direct baseline's FlowFn: the run's own flow method if it computes one (DIS or
+  DeepFlow), else DIS (for flows read from files)."""
+  method = data_cfg.flow_backend
+  return flow_lib.pair_flow_fn(method if method in flow_lib.COMPUTED_BACKENDS else 'dis',
+                               data_cfg.dis_preset)
 
 
 def direct_flow_tracks(frames: np.ndarray, queries: np.ndarray, flow_fn: FlowFn, *,

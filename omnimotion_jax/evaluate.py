@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from omnimotion_jax import baselines, fileio, pipeline, store, tapvid
+from omnimotion_jax.errors import UserInputError
 
 GT_FILE = 'gt.npz'
 EVAL_FILE = 'eval.json'
@@ -57,6 +58,74 @@ def save_ground_truth(workdir: Path, query_points: np.ndarray, target_points: np
       'target_points': target_points.astype(np.float32), 'occluded': occluded.astype(bool)})
 
 
+def input_frames(seq: store.SequenceData) -> np.ndarray:
+  """uint8 [N, H_in, W_in, 3]: the store's frames at the input video's own size.
+
+  The store's frames when the model runs at the input size; otherwise the same frames (same
+  stride and frame cap) decoded again from the store's source, without resizing.
+  """
+  meta = seq.meta
+  if tuple(meta.get('input_size', seq.size)) == tuple(seq.size):
+    return np.asarray(seq.frames)
+  from omnimotion_jax import flow as flow_lib  # pylint: disable=import-outside-toplevel
+  from omnimotion_jax import video as video_lib  # pylint: disable=import-outside-toplevel
+  source = Path(meta['source'])
+  if meta.get('masks_from') == 'omnimotion_dir' or (source / flow_lib.COLOR_DIR).is_dir():
+    source = source / flow_lib.COLOR_DIR  # A reference sequence folder: its frames.
+  frames = video_lib.load_video(source, stride=meta.get('stride', 1),
+                                max_frames=meta.get('max_frames'))
+  if len(frames) != seq.num_frames:
+    raise UserInputError(f'{source}: {len(frames)} frames now, the store has '
+                         f'{seq.num_frames}; re-run preprocessing.')
+  return frames
+
+
+def predict_workdir(config: ml_collections.ConfigDict, workdir: Path, query_points: np.ndarray,
+                    trackers=('omnimotion', 'chained', 'direct'), progress: bool = True
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+  """Tracks queries with each tracker on one preprocessed (and, for 'omnimotion', trained) run.
+
+  OmniMotion tracks at the model's resolution and returns input px. The flow baselines run at
+  the INPUT video's resolution on its own frames (with the run's flow method): when the model
+  runs on downscaled frames they are not handicapped by that. At the model's own size they use
+  the store's adjacent flows (chained), exactly what the model is supervised with.
+
+  Args:
+    query_points: [Q, 3] (t, y, x) in the input video's px.
+
+  Returns:
+    {tracker: (tracks [Q, T, 2] (x, y) input px, occluded [Q, T] bool, seconds)}.
+  """
+  workdir = Path(workdir)
+  seq = pipeline.load_sequence(workdir)
+  full_size = tuple(seq.meta.get('input_size', seq.size)) == tuple(seq.size)
+  frames = None
+  out = {}
+  for name in trackers:
+    start = time.time()
+    if name == 'omnimotion':
+      path = pipeline.track_stage(config, workdir, queries=query_points,
+                                  out=workdir / pipeline.TRACKS_FILE, progress=progress)
+      with np.load(path) as f:
+        tracks, occ = f['tracks'], f['occluded']
+    elif name in ('chained', 'direct'):
+      flow_fn = baselines.baseline_flow_fn(config.data)
+      if frames is None:
+        frames = input_frames(seq)
+      if name == 'direct':
+        tracks, occ = baselines.direct_flow_tracks(frames, query_points, flow_fn,
+                                                   cycle_threshold=config.data.cycle_threshold)
+      else:
+        adjacent = seq if full_size else baselines.adjacent_store(
+            frames, flow_fn, cycle_threshold=config.data.cycle_threshold)
+        tracks, occ = baselines.chained_flow_tracks(adjacent, query_points,
+                                                    cycle_threshold=config.data.cycle_threshold)
+    else:
+      raise ValueError(f'unknown tracker {name!r}')
+    out[name] = (tracks, occ, time.time() - start)
+  return out
+
+
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: Path, *,
                      query_points: np.ndarray, target_points: np.ndarray, occluded: np.ndarray,
                      query_mode: str = 'strided', trackers=('omnimotion', 'chained', 'direct'),
@@ -64,44 +133,25 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: Path, *,
   """Scores the trackers on one video and writes workdir/gt.npz and workdir/eval.json.
 
   Args:
-    config: the run's config (for tracking and the baselines' cycle threshold).
+    config: the run's config (for tracking and the baselines' flow method and cycle threshold).
     workdir: a preprocessed (and, for 'omnimotion', trained) run folder.
     query_points: [Q, 3] (t, y, x) in the INPUT video's px.
     target_points: [Q, T, 2] (x, y) ground truth in input px; occluded: [Q, T] bool.
     query_mode: TAP-Vid protocol, 'strided' or 'first'.
-    trackers: which trackers to score.
+    trackers: which trackers to score (see `predict_workdir`).
 
   Returns:
     {tracker: {metric: value, ..., 'wall_s': seconds}}.
   """
   workdir = Path(workdir)
   seq = pipeline.load_sequence(workdir)
-  in_h, in_w = seq.meta.get('input_size', seq.size)
-  sx, sy = pipeline.input_scale(seq)
-  to_model = lambda q: store.rescale_tyx(q, sx, sy)
-  to_input = lambda tr: store.rescale_xy(tr, 1 / sx, 1 / sy)
+  size = tuple(seq.meta.get('input_size', seq.size))
   results = {}
-  for name in trackers:
+  for name, (tracks, occ, seconds) in predict_workdir(config, workdir, query_points, trackers,
+                                                     progress).items():
     start = time.time()
-    if name == 'omnimotion':
-      out = pipeline.track_stage(config, workdir, queries=query_points,
-                                 out=workdir / pipeline.TRACKS_FILE, progress=progress)
-      with np.load(out) as f:
-        tracks, occ = f['tracks'], f['occluded']
-    elif name == 'chained':
-      tracks, occ = baselines.chained_flow_tracks(seq, to_model(query_points),
-                                                  cycle_threshold=config.data.cycle_threshold)
-      tracks = to_input(tracks)
-    elif name == 'direct':
-      flow_fn = baselines.dis_flow_fn(config.data.dis_preset)
-      tracks, occ = baselines.direct_flow_tracks(seq.frames, to_model(query_points), flow_fn,
-                                                 cycle_threshold=config.data.cycle_threshold)
-      tracks = to_input(tracks)
-    else:
-      raise ValueError(f'unknown tracker {name!r}')
-    results[name] = score(query_points, target_points, occluded, tracks, occ, (in_h, in_w),
-                          query_mode)
-    results[name]['wall_s'] = round(time.time() - start, 3)
+    results[name] = score(query_points, target_points, occluded, tracks, occ, size, query_mode)
+    results[name]['wall_s'] = round(seconds + time.time() - start, 3)
   save_ground_truth(workdir, query_points, target_points, occluded)
   fileio.write_text_atomic(workdir / EVAL_FILE, json.dumps(
       {'query_mode': query_mode, 'metric_size': list(METRIC_SIZE), **results}, indent=2))

@@ -8,6 +8,9 @@ frames (after stride / max_frames), 0..N-1. Choose one with `make_backend(name, 
   * 'dis': OpenCV's DIS optical flow (Kroeger et al. 2016) on greyscale frames, CPU only. Preset
     chosen by measurement (benchmarks/dis_epe.py: EPE on the Middlebury motorcycle stereo pair,
     ultrafast 3.77 px, fast 3.23 px, medium 2.63 px), so 'medium' is the default.
+  * 'deepflow': OpenCV-contrib's DeepFlow (Weinzaepfel et al. 2013) on greyscale frames: ~25x
+    the cost of DIS medium, and the most accurate OpenCV flow on real video
+    (benchmarks/flow_backends.py: half the drift of chained DIS on TAP-Vid-DAVIS).
   * 'files': precomputed flows, one .npy per ordered pair, float [H, W, 2] (dx, dy) px, named by
     `pattern` (default DEFAULT_FLOW_PATTERN = '{i:05d}_{j:05d}.npy') where i and j are *input*
     frame indices (before stride), e.g. 00000_00007.npy. Flows may be at the input size or at the
@@ -32,7 +35,9 @@ import numpy as np
 from omnimotion_jax import video as video_lib
 from omnimotion_jax.errors import UserInputError
 
-BACKENDS = ('dis', 'files', 'omnimotion_dir')
+BACKENDS = ('dis', 'deepflow', 'files', 'omnimotion_dir')
+# Backends that compute flow from the frames (the others read it from files).
+COMPUTED_BACKENDS = ('dis', 'deepflow')
 DIS_PRESETS = {
     'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     'fast': cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -100,26 +105,57 @@ class FlowBackend:
     return self.name
 
 
-class DISBackend(FlowBackend):
-  """OpenCV DIS optical flow on greyscale versions of the frames."""
-  name = 'dis'
+def pair_flow_fn(method: str, dis_preset: str = 'medium'):
+  """fn(frame_a, frame_b) -> float32 [H, W, 2] (dx, dy) px from a to b, for a computed method.
+
+  Args:
+    method: a COMPUTED_BACKENDS name ('dis' or 'deepflow').
+    dis_preset: 'dis': a DIS_PRESETS key.
+
+  Frames are uint8 [H, W, 3] RGB or [H, W] grey; both methods run on greyscale.
+  """
+  if method == 'dis':
+    if dis_preset not in DIS_PRESETS:
+      raise UserInputError(f'data.dis_preset={dis_preset!r}: unknown DIS preset; use one of '
+                           f'{tuple(DIS_PRESETS)}.')
+    algo = cv2.DISOpticalFlow_create(DIS_PRESETS[dis_preset])
+  elif method == 'deepflow':
+    if not hasattr(cv2, 'optflow'):
+      raise UserInputError('data.flow_backend="deepflow" needs OpenCV\'s contrib modules: '
+                           'pip install opencv-contrib-python-headless (instead of '
+                           'opencv-python-headless).')
+    algo = cv2.optflow.createOptFlow_DeepFlow()
+  else:
+    raise UserInputError(f'flow method {method!r}: unknown; use one of {COMPUTED_BACKENDS}.')
+
+  def grey(frame: np.ndarray) -> np.ndarray:
+    frame = np.ascontiguousarray(frame, np.uint8)
+    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+
+  def fn(frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
+    return algo.calc(grey(frame_a), grey(frame_b), None).astype(np.float32, copy=False)
+
+  return fn
+
+
+class ComputedBackend(FlowBackend):
+  """Flow computed from the processed frames by an OpenCV method ('dis' or 'deepflow')."""
   cacheable = True
 
-  def __init__(self, frames: np.ndarray, preset: str = 'medium'):
-    """frames: uint8 [N, H, W, 3] RGB (processed). preset: a DIS_PRESETS key."""
-    if preset not in DIS_PRESETS:
-      raise UserInputError(f'data.dis_preset={preset!r}: unknown DIS preset; use one of '
-                           f'{tuple(DIS_PRESETS)}.')
+  def __init__(self, frames: np.ndarray, method: str, dis_preset: str = 'medium'):
+    """frames: uint8 [N, H, W, 3] RGB (processed); method: COMPUTED_BACKENDS."""
+    self._fn = pair_flow_fn(method, dis_preset)
     super().__init__(frames.shape[1:3])
-    self.preset = preset
+    self.name = method
+    self.preset = dis_preset
     self._grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
-    self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
 
   def flow(self, i: int, j: int) -> np.ndarray:
-    return self._dis.calc(self._grey[i], self._grey[j], None)
+    return self._fn(self._grey[i], self._grey[j])
 
   def fingerprint(self) -> str:
-    return f'dis:{self.preset}:opencv-{cv2.__version__}'
+    option = f':{self.preset}' if self.name == 'dis' else ''
+    return f'{self.name}{option}:opencv-{cv2.__version__}'
 
 
 def _load_flow_file(path: Path, size: tuple[int, int], input_size: tuple[int, int],
@@ -263,8 +299,8 @@ def make_backend(name: str, frames: np.ndarray, *, dis_preset: str = 'medium',
   """Builds a correspondence backend for processed frames uint8 [N, H, W, 3].
 
   Args:
-    name: 'dis', 'files' or 'omnimotion_dir'.
-    frames: the processed frames (DIS computes on them; the others take their size).
+    name: 'dis', 'deepflow', 'files' or 'omnimotion_dir'.
+    frames: the processed frames (DIS / DeepFlow compute on them; the others take their size).
     dis_preset: 'dis': a DIS_PRESETS key.
     flow_dir, pattern: 'files': the folder and the file-name pattern ({i}, {j}).
     frame_indices: 'files' / 'omnimotion_dir': input index of each processed frame (default
@@ -277,8 +313,8 @@ def make_backend(name: str, frames: np.ndarray, *, dis_preset: str = 'medium',
   """
   size = frames.shape[1:3]
   indices = np.arange(len(frames)) if frame_indices is None else np.asarray(frame_indices)
-  if name == 'dis':
-    return DISBackend(frames, dis_preset)
+  if name in COMPUTED_BACKENDS:
+    return ComputedBackend(frames, name, dis_preset)
   if name == 'files':
     if flow_dir is None:
       raise UserInputError('data.flow_backend="files" needs a flow folder (flow_dir) holding '

@@ -78,6 +78,7 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
   chain_rgb_threshold = data_cfg.chain_rgb_threshold
   # Absent from configs saved before it existed: off, the reference's behaviour.
   direct_agreement_px = data_cfg.get('direct_agreement_px', 0.0)
+  require_agreement = data_cfg.get('require_agreement', False)
   feature_threshold = data_cfg.feature_similarity_threshold
   feature_check_min_gap = data_cfg.feature_check_min_gap
   chain = data_cfg.chain
@@ -176,7 +177,8 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
     flows_out, cycle_out = filtering.chain_flows(
         plan.pairs, stored_flows, cycle, occluded, frames, rgb_threshold=chain_rgb_threshold,
         features=features, feature_similarity_threshold=feature_threshold,
-        direct_agreement_px=direct_agreement_px, progress=progress)
+        direct_agreement_px=direct_agreement_px, require_agreement=require_agreement,
+        progress=progress)
   else:
     flows_out, cycle_out = stored_flows, cycle
   timings['chain'] = time.perf_counter() - t0
@@ -199,6 +201,7 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
       'occlusion_max_gap': occlusion_max_gap, 'chain_rgb_threshold': chain_rgb_threshold,
       'feature_similarity_threshold': feature_threshold,
       'feature_check_min_gap': feature_check_min_gap, 'direct_agreement_px': direct_agreement_px,
+      'require_agreement': require_agreement,
   }
   store_lib.write_store(store_path, frames=frames, frame_indices=frame_indices,
                         pairs=plan.pairs, flows=flows_out, cycle=cycle_out, occluded=occluded,

@@ -208,6 +208,39 @@ def test_direct_flow_that_disagrees_with_a_valid_chain_is_not_trusted():
   np.testing.assert_array_equal(out_cycle[1][5:, 5:], ref_cycle[1][5:, 5:])
 
 
+def test_require_agreement_keeps_only_pixels_where_direct_and_chain_agree():
+  pairs, flows, cycle, occluded, frames = _chain_inputs()
+  flows, cycle = flows.copy(), cycle.copy()
+  # Direct (0, 2): cycle-consistent except in columns >= 30, 4 px off the chain's (3.5, -0.5)
+  # in the top-left block, 0.5 px off it elsewhere.
+  flows[1] = [3.0, -0.5]
+  flows[1, :5, :5] = [-0.5, -0.5]
+  cycle[1] = True
+  cycle[1, :, 30:] = False
+  loose_flows, loose_cycle = filtering.chain_flows(pairs, flows, cycle, occluded, frames,
+                                                   rgb_threshold=0.3, direct_agreement_px=2.0)
+  out_flows, out_cycle = filtering.chain_flows(pairs, flows, cycle, occluded, frames,
+                                               rgb_threshold=0.3, direct_agreement_px=2.0,
+                                               require_agreement=True)
+  no_direct = cycle.copy()
+  no_direct[1] = False
+  _, chain_only = filtering.chain_flows(pairs, flows, no_direct, occluded, frames,
+                                        rgb_threshold=0.3)
+  chain_valid = chain_only[1] & (np.arange(W) < 30)[None]  # The chain alone, cycle-checked cols.
+  # The disagreeing block is dropped (the loose rule kept the chain there) ...
+  assert loose_cycle[1][1:5, :5].all() and not out_cycle[1][:5, :5].any()
+  # ... the direct-only columns (cycle fails) are dropped, and agreeing pixels keep the direct
+  # flow wherever the chain is valid.
+  assert not out_cycle[1][:, 30:].any()
+  agree = chain_valid.copy()
+  agree[:5, :5] = False
+  np.testing.assert_array_equal(out_cycle[1], agree)
+  np.testing.assert_allclose(out_flows[1][agree], np.broadcast_to([3.0, -0.5], (agree.sum(), 2)))
+  with pytest.raises(ValueError, match='direct_agreement_px'):
+    filtering.chain_flows(pairs, flows, cycle, occluded, frames, rgb_threshold=0.3,
+                          require_agreement=True)
+
+
 def test_chaining_requires_adjacent_pairs():
   pairs, flows, cycle, occluded, frames = _chain_inputs()
   with pytest.raises(ValueError, match=r'adjacent pair \(1, 2\)'):

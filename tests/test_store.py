@@ -143,11 +143,11 @@ def frame_folder(tmp_path_factory):
 
 
 class _FlowCounter:
-  """Wraps DISBackend.flow to count calls and optionally fail after a number of them."""
+  """Wraps ComputedBackend.flow to count calls and optionally fail after a number of them."""
 
   def __init__(self, monkeypatch, fail_after=None):
     self.calls = 0
-    original = flow_lib.DISBackend.flow
+    original = flow_lib.ComputedBackend.flow
     counter = self
 
     def flow(backend, i, j):
@@ -156,7 +156,7 @@ class _FlowCounter:
       counter.calls += 1
       return original(backend, i, j)
 
-    monkeypatch.setattr(flow_lib.DISBackend, 'flow', flow)
+    monkeypatch.setattr(flow_lib.ComputedBackend, 'flow', flow)
 
 
 def test_preprocess_writes_a_store(tmp_path, frame_folder):

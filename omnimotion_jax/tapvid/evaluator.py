@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 
 from omnimotion_jax import evaluate, fileio, pipeline
+from omnimotion_jax import workers as workers_lib
 from omnimotion_jax.config import config_hash, load_config
 from omnimotion_jax.errors import UserInputError
 from omnimotion_jax.tapvid import builders, queries
@@ -454,6 +455,21 @@ def write_summary(out: Path, key: dict, selected: list[str], config_label: str,
 # Entry point.
 
 
+def _video_job(dataset: str, data_dir: Path, manual_dir, resolution: str, index: int,
+               video_dir: Path, config: ml_collections.ConfigDict, query_mode: str,
+               trackers: Sequence[str], key: dict, progress: bool):
+  """Loads one video by position and evaluates it (also a worker process's entry point).
+
+  Returns (video_id, position, result.json content, seconds).
+  """
+  t0 = time.time()
+  (example,) = builders.load_tapvid(dataset, data_dir, manual_dir, resolution, videos=[index])
+  result = evaluate_video(example, video_dir, config, query_mode=query_mode, trackers=trackers,
+                          key=key, position=index, progress=progress,
+                          previous=_read_json(video_dir / RESULT_FILE))
+  return example['video_id'], index, result, time.time() - t0
+
+
 def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigDict | str,
                    manual_dir: str | os.PathLike | None, out: str | os.PathLike, *,
                    data_dir: str | os.PathLike | None = None,
@@ -462,6 +478,7 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
                    baseline: str | None = None,
                    resolution: str = DEFAULT_RESOLUTION,
                    config_label: str | None = None,
+                   workers: int = 1,
                    progress: bool = True,
                    log: Callable[[str], None] | None = print) -> dict:
   """Evaluates (resumably, optionally one shard of) a TAP-Vid set; see the module docstring.
@@ -481,6 +498,10 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
     resolution: builder config: '256x256' (default, the protocol); tapvid_synthetic also has
       'mini_256x256' (its 4-video suite); 'full' keeps the original size (not the protocol).
     config_label: how the summary names the config (default: its hash).
+    workers: videos evaluated at a time, each in its own process pinned to its own share of the
+      CPU cores (workers.py; 2 on a 2-core CPU: 1.36x the throughput). Results agree with a
+      one-process run to within float summation order, and equal those of a run pinned the
+      same way.
     progress: progress bars.
     log: one-line progress messages (None for silence).
 
@@ -500,6 +521,7 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
     raise UserInputError(f'--resolution {resolution!r}: {dataset} has {", ".join(configs)}; use '
                          f'{DEFAULT_RESOLUTION} for the TAP-Vid protocol.')
   shard = parse_shard(shard)
+  workers_lib.core_sets(workers)  # Validates the count before any work.
   wanted = parse_videos(videos)
   if isinstance(config, str):
     config_label = config_label or config
@@ -532,19 +554,24 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
       log(f'  {all_ids[index]}: skipped (result.json up to date)')
     else:
       todo.append(index)
-  examples = builders.load_tapvid(dataset, data_dir, manual_dir, resolution, videos=todo)
-  for count, (index, example) in enumerate(zip(todo, examples), 1):
-    video_id = example['video_id']
-    t0 = time.time()
-    video_dir = out / VIDEOS_DIR / folders[index]
-    result = evaluate_video(example, video_dir, config, query_mode=query_mode, trackers=trackers,
-                            key=key, position=index, progress=progress,
-                            previous=_read_json(video_dir / RESULT_FILE))
-    evaluated.append(video_id)
+  jobs = [(dataset, data_dir, manual_dir, resolution, index, out / VIDEOS_DIR / folders[index],
+           config, query_mode, trackers, key, progress and workers == 1) for index in todo]
+  done = []
+
+  def report(job_result):
+    video_id, index, result, seconds = job_result
+    done.append(video_id)
     scores = ' '.join(f'{name} AJ {_fmt(result["metrics"][name]["average_jaccard"], True)}'
                       for name in trackers if name in result['metrics'])
-    log(f'  [{count}/{len(todo)}] {video_id} (position {index}): {scores or result.get("note")} '
-        f'({time.time() - t0:.0f} s)')
+    log(f'  [{len(done)}/{len(todo)}] {video_id} (position {index}): '
+        f'{scores or result.get("note")} ({seconds:.0f} s)')
+
+  if workers == 1:
+    for job in jobs:
+      report(_video_job(*job))
+  else:
+    workers_lib.run_pinned(_video_job, jobs, workers, on_result=report)
+  evaluated = done
 
   summary = write_summary(out, key, [folders[i] for i in selected], config_label,
                           str(config.data.flow_backend))

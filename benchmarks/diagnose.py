@@ -1,0 +1,119 @@
+"""Where do the tracks go wrong? Errors and occlusion calls by distance from the query frame.
+
+For every scored video of an `omnimotion-jax eval` output folder (OUT/videos/<id>/run_*/ with
+gt.npz and tracks.npz), this re-tracks the trained model (optionally with other tracking settings,
+`--set track.cycle_threshold=0` etc.; nothing is retrained) and rebuilds the chained-flow baseline
+from the same store, then breaks both down by the frame distance |t - t_query|:
+
+  err       median end-point error of ground-truth-visible points (px at 256x256);
+  false_occ fraction of ground-truth-visible points predicted occluded;
+  missed    fraction of ground-truth-occluded points predicted visible;
+and prints the TAP-Vid metrics of both trackers with these settings, per video and on average.
+
+  .venv/bin/python benchmarks/diagnose.py --eval_out out/eval_davis32 --config cpu_quality \
+      [--set track.cycle_threshold=0] [--json out.json]
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from omnimotion_jax import baselines, evaluate, pipeline, store  # noqa: E402
+from omnimotion_jax.config import load_config  # noqa: E402
+
+BUCKETS = ((1, 2), (3, 5), (6, 10), (11, 20), (21, 10_000))
+
+
+def breakdown(query_points, gt, gt_occ, pred, pred_occ, size) -> dict:
+  """Per distance bucket: err / false_occ / missed (see the module docstring)."""
+  t_q = np.round(query_points[:, 0]).astype(int)
+  dist = np.abs(np.arange(gt.shape[1])[None] - t_q[:, None])
+  scale = np.array([256 / size[1], 256 / size[0]])
+  err = np.linalg.norm((pred - gt) * scale, axis=-1)
+  out = {}
+  for lo, hi in BUCKETS:
+    sel = (dist >= lo) & (dist <= hi)
+    vis, occ = sel & ~gt_occ, sel & gt_occ
+    out[f'{lo}-{hi}'] = {
+        'n_vis': int(vis.sum()), 'n_occ': int(occ.sum()),
+        'err': float(np.median(err[vis])) if vis.any() else float('nan'),
+        'false_occ': float(pred_occ[vis].mean()) if vis.any() else float('nan'),
+        'missed': float((~pred_occ[occ]).mean()) if occ.any() else float('nan')}
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--eval_out', required=True)
+  parser.add_argument('--config', default='cpu_quality')
+  parser.add_argument('--set', dest='overrides', action='append', default=[])
+  parser.add_argument('--query_mode', default='strided')
+  parser.add_argument('--json', default=None)
+  args = parser.parse_args(argv)
+  config = load_config(args.config, args.overrides)
+  rows, agg = {}, {'omnimotion': [], 'chained': []}
+  for workdir in sorted(Path(args.eval_out, 'videos').glob('*/run_*')):
+    if not (workdir / 'gt.npz').exists() or not (workdir / 'checkpoints').is_dir():
+      continue
+    name = workdir.parent.name
+    with np.load(workdir / 'gt.npz') as f:
+      q, gt, gt_occ = f['query_points'], f['target_points'], f['occluded']
+    seq = pipeline.load_sequence(workdir)
+    size = tuple(seq.meta.get('input_size', seq.size))
+    out = pipeline.track_stage(config, workdir, queries=q, out=workdir / 'tracks_diagnose.npz',
+                               progress=False)
+    with np.load(out) as f:
+      om, om_occ = f['tracks'], f['occluded']
+    sx, sy = pipeline.input_scale(seq)
+    ch, ch_occ = baselines.chained_flow_tracks(seq, store.rescale_tyx(q, sx, sy),
+                                               cycle_threshold=config.data.cycle_threshold)
+    ch = store.rescale_xy(ch, 1 / sx, 1 / sy)
+    rows[name] = {}
+    for tracker, (pred, occ) in {'omnimotion': (om, om_occ), 'chained': (ch, ch_occ)}.items():
+      metrics = evaluate.score(q, gt, gt_occ, pred, occ, size, args.query_mode)
+      rows[name][tracker] = {'metrics': metrics,
+                             'by_distance': breakdown(q, gt, gt_occ, pred, occ, size)}
+      agg[tracker].append((q, gt, gt_occ, pred, occ, size))
+    m = {t: rows[name][t]['metrics'] for t in rows[name]}
+    print(f'{name:16s} ' + '  '.join(
+        f'{t}: AJ {100 * v["average_jaccard"]:5.1f} d {100 * v["average_pts_within_thresh"]:5.1f}'
+        f' OA {100 * v["occlusion_accuracy"]:5.1f} TC {v["temporal_coherence"]:.2f}'
+        for t, v in m.items()), flush=True)
+  print('\nmean over videos:')
+  for tracker in agg:
+    keys = ('average_jaccard', 'average_pts_within_thresh', 'occlusion_accuracy',
+            'temporal_coherence')
+    means = {k: np.mean([rows[n][tracker]['metrics'][k] for n in rows]) for k in keys}
+    print(f'  {tracker}: AJ {100 * means[keys[0]]:.1f} d {100 * means[keys[1]]:.1f} '
+          f'OA {100 * means[keys[2]]:.1f} TC {means[keys[3]]:.3f}')
+  print('\nby distance from the query frame (all videos pooled): err px / false occ / missed occ')
+  for tracker, items in agg.items():
+    pooled = {}
+    for lo, hi in BUCKETS:
+      errs, fo, mo = [], [], []
+      for q, gt, gt_occ, pred, occ, size in items:
+        t_q = np.round(q[:, 0]).astype(int)
+        dist = np.abs(np.arange(gt.shape[1])[None] - t_q[:, None])
+        sel = (dist >= lo) & (dist <= hi)
+        scale = np.array([256 / size[1], 256 / size[0]])
+        e = np.linalg.norm((pred - gt) * scale, axis=-1)
+        errs.append(e[sel & ~gt_occ])
+        fo.append(occ[sel & ~gt_occ])
+        mo.append(~occ[sel & gt_occ])
+      e, fo, mo = (np.concatenate(x) for x in (errs, fo, mo))
+      pooled[f'{lo}-{hi}'] = (np.median(e) if e.size else np.nan, fo.mean() if fo.size else np.nan,
+                              mo.mean() if mo.size else np.nan)
+    print(f'  {tracker:10s} ' + ' | '.join(f'{k}: {v[0]:.1f} / {100 * v[1]:.0f} % / '
+                                           f'{100 * v[2]:.0f} %' for k, v in pooled.items()))
+  if args.json:
+    Path(args.json).write_text(json.dumps(rows, indent=1))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,159 @@
+"""Which OpenCV optical flow is the best input? Accuracy and cost of each method.
+
+Two measurements per method:
+  * Middlebury stereo (scikit-image's `stereo_motorcycle`, ground-truth disparity): the flow from
+    the left to the right view is (-disparity, 0); median end-point error and the fraction of
+    pixels within 1 / 3 px, over pixels with a finite disparity, on the pair downsampled to
+    `--stereo_side` px (the full pair takes minutes for the slow methods).
+  * Real video with TAP-Vid tracks (frame folders of 256x256 PNGs, such as the `input/` folders
+    that `omnimotion-jax eval` writes, plus a gt.npz of normalised tracks): the error at the
+    ground-truth points of frame-gap 1 and 4 flows, and of adjacent flows chained from frame 0
+    to the last frame (drift), all in px at 256x256.
+Seconds per flow are the median over the pairs (one thread; the machine should be idle).
+
+  .venv/bin/python benchmarks/flow_backends.py --frames_root out/eval/videos \
+      --gt ../shared/data/tapvid_davis32_dev/gt.npz --json benchmarks/results/flow_backends.json
+
+Needs opencv-contrib (cv2.optflow) for everything but DIS and Farneback.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def _grey(frame):
+  return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+
+
+def make_methods() -> dict:
+  """name -> fn(rgb_a, rgb_b) -> float32 [H, W, 2] flow a -> b."""
+  def dis(preset):
+    algo = cv2.DISOpticalFlow_create(preset)
+    return lambda a, b: algo.calc(_grey(a), _grey(b), None)
+
+  methods = {
+      'dis_ultrafast': dis(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST),
+      'dis_fast': dis(cv2.DISOPTICAL_FLOW_PRESET_FAST),
+      'dis_medium': dis(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM),
+      'farneback': lambda a, b: cv2.calcOpticalFlowFarneback(_grey(a), _grey(b), None, 0.5, 5, 15,
+                                                             3, 5, 1.2, 0),
+  }
+  if hasattr(cv2, 'optflow'):
+    of = cv2.optflow
+    deep = of.createOptFlow_DeepFlow()
+    tvl1 = of.createOptFlow_DualTVL1()
+    pca = of.createOptFlow_PCAFlow()
+    rlof = of.createOptFlow_DenseRLOF()
+    s2d = of.createOptFlow_SparseToDense()
+    methods.update({
+        'deepflow': lambda a, b: deep.calc(_grey(a), _grey(b), None),
+        'tvl1': lambda a, b: tvl1.calc(_grey(a), _grey(b), None),
+        'pcaflow': lambda a, b: pca.calc(_grey(a), _grey(b), None),
+        'rlof': lambda a, b: rlof.calc(a[..., ::-1].copy(), b[..., ::-1].copy(), None),
+        'sparse_to_dense': lambda a, b: s2d.calc(_grey(a), _grey(b), None),
+    })
+  return methods
+
+
+def bilinear(image, xy):
+  """image [H, W, C] at xy [Q, 2] (x, y), border-clamped."""
+  h, w = image.shape[:2]
+  x = np.clip(xy[:, 0], 0, w - 1)
+  y = np.clip(xy[:, 1], 0, h - 1)
+  x0 = np.clip(np.floor(x).astype(int), 0, w - 2)
+  y0 = np.clip(np.floor(y).astype(int), 0, h - 2)
+  fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+  return ((1 - fx) * (1 - fy) * image[y0, x0] + fx * (1 - fy) * image[y0, x0 + 1]
+          + (1 - fx) * fy * image[y0 + 1, x0] + fx * fy * image[y0 + 1, x0 + 1])
+
+
+def stereo(methods, side: int) -> dict:
+  from skimage import data  # pylint: disable=g-import-not-at-top
+  left, right, disp = data.stereo_motorcycle()
+  scale = side / max(left.shape[:2])
+  size = (round(left.shape[1] * scale), round(left.shape[0] * scale))
+  left = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
+  right = cv2.resize(right, size, interpolation=cv2.INTER_AREA)
+  disp = cv2.resize(disp, size, interpolation=cv2.INTER_NEAREST) * scale
+  ok = np.isfinite(disp)
+  out = {}
+  for name, fn in methods.items():
+    t0 = time.perf_counter()
+    flow = fn(left, right)
+    seconds = time.perf_counter() - t0
+    err = np.hypot(flow[..., 0] + disp, flow[..., 1])[ok]
+    out[name] = {'median_epe': float(np.median(err)), 'within1': float((err < 1).mean()),
+                 'within3': float((err < 3).mean()), 'seconds': seconds}
+    print(f'stereo {name}: EPE {out[name]["median_epe"]:.2f} <1px {100 * out[name]["within1"]:.0f} '
+          f'% <3px {100 * out[name]["within3"]:.0f} % ({seconds:.2f} s)', flush=True)
+  return out
+
+
+def video(methods, frames_root: Path, gt: dict, names: list[str]) -> dict:
+  results = {m: {'gap1': [], 'gap4': [], 'chain_end': [], 'seconds': []} for m in methods}
+  for name in names:
+    files = sorted((frames_root / name / 'input').glob('*.png'))
+    frames = np.stack([cv2.imread(str(f))[..., ::-1] for f in files])
+    h, w = frames.shape[1:3]
+    pts = gt[f'{name}/points'] * np.array([w, h], np.float32)
+    occ = gt[f'{name}/occluded']
+    n = len(frames)
+    for m, fn in methods.items():
+      r = results[m]
+      pos = pts[:, 0].copy()
+      for i in range(n - 1):
+        t0 = time.perf_counter()
+        f = fn(frames[i], frames[i + 1])
+        r['seconds'].append(time.perf_counter() - t0)
+        both = ~occ[:, i] & ~occ[:, i + 1]
+        r['gap1'] += list(np.linalg.norm(pts[both, i] + bilinear(f, pts[both, i])
+                                         - pts[both, i + 1], axis=-1))
+        pos = pos + bilinear(f, pos)
+        if i + 4 < n and i % 4 == 0:
+          f4 = fn(frames[i], frames[i + 4])
+          both = ~occ[:, i] & ~occ[:, i + 4]
+          r['gap4'] += list(np.linalg.norm(pts[both, i] + bilinear(f4, pts[both, i])
+                                           - pts[both, i + 4], axis=-1))
+      keep = ~occ[:, 0] & ~occ[:, -1]
+      r['chain_end'] += list(np.linalg.norm(pos[keep] - pts[keep, -1], axis=-1))
+    print(f'{name}: done', flush=True)
+  out = {}
+  for m, r in results.items():
+    out[m] = {k: float(np.median(v)) for k, v in r.items()}
+    out[m]['chain_end_within8'] = float((np.asarray(r['chain_end']) < 8).mean())
+    print(f'video {m}: gap1 {out[m]["gap1"]:.2f} gap4 {out[m]["gap4"]:.2f} chain end '
+          f'{out[m]["chain_end"]:.1f} (<8 px {100 * out[m]["chain_end_within8"]:.0f} %) '
+          f'{out[m]["seconds"]:.3f} s/flow', flush=True)
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--frames_root', default=None, help='folder of <id>/input/*.png')
+  parser.add_argument('--gt', default=None)
+  parser.add_argument('--methods', default=None, help='comma-separated subset')
+  parser.add_argument('--stereo_side', type=int, default=480)
+  parser.add_argument('--json', default=None)
+  args = parser.parse_args(argv)
+  cv2.setNumThreads(1)
+  methods = make_methods()
+  if args.methods:
+    methods = {m: methods[m] for m in args.methods.split(',')}
+  out = {'opencv': cv2.__version__, 'stereo': stereo(methods, args.stereo_side)}
+  if args.frames_root and args.gt:
+    gt = np.load(args.gt)
+    names = sorted({k.split('/')[0] for k in gt.files})
+    out['video'] = video(methods, Path(args.frames_root), gt, names)
+  if args.json:
+    Path(args.json).write_text(json.dumps(out, indent=1))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
