@@ -41,8 +41,10 @@ def get_config() -> ml_collections.ConfigDict:
   data.pair_plan = 'banded'
   # Banded plan: all ordered pairs with frame gap <= dense_gap (frames) get direct flow.
   data.dense_gap = 4
-  # Banded plan: plus direct flow between frames that are multiples of long_stride apart (frames).
+  # Banded plan: plus forward pairs at long gaps, the first one this many frames (frames).
   data.long_stride = 8
+  # Banded plan: each further long gap is this many times the previous one (rounded to frames).
+  data.long_gap_growth = 2.0
   # Forward-backward cycle-consistency threshold (px): pixels with error below are reliable.
   data.cycle_threshold = 3.0
   # "Occluded but reliable" mask: forward-backward error above this (px) for gaps 1-2 ...
@@ -213,6 +215,8 @@ def get_config() -> ml_collections.ConfigDict:
   # the predicted px, mapped back to the query frame, lands more than this many px (model
   # resolution) from the query.
   track.cycle_threshold = 0.0
+  # ... plus this many px per frame of distance between the query and the target frame.
+  track.cycle_threshold_per_frame = 0.0
   # Queries per compiled chunk (fixed size; the last chunk is padded).
   track.chunk_size = 4096
 

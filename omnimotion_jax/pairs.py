@@ -5,8 +5,8 @@ The reference stores all N(N-1) ordered pairs (`exhaustive`), which grows quadra
 
   * dense band: every ordered pair with gap 1..dense_gap, in both directions (these are the
     pairs the sampler draws most; adjacent pairs carry half the probability mass);
-  * long range: gaps g = long_stride * 2^k (k = 0, 1, ...; g > dense_gap, g <= max_gap and
-    g <= N - 1), stored forward only, (i, i + g). The training sampler swaps a pair's direction
+  * long range: gaps g = round(long_stride * growth^k) (k = 0, 1, ...; g > dense_gap,
+    g <= max_gap and g <= N - 1; growth = 2 by default), stored forward only, (i, i + g). The training sampler swaps a pair's direction
     half the time anyway (using the cycle mask only), so the reverse pair would add bytes but
     little supervision. Both directions still get a direct flow, for the cycle check.
 
@@ -26,7 +26,7 @@ import numpy as np
 from omnimotion_jax.errors import UserInputError
 
 PLANS = ('exhaustive', 'banded')
-LONG_GAP_GROWTH = 2  # Ratio between consecutive long-range gaps of the banded plan.
+DEFAULT_LONG_GAP_GROWTH = 2.0  # Ratio between consecutive long-range gaps of the banded plan.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,21 +59,23 @@ class PairPlan:
 
 
 def banded_gaps(num_frames: int, dense_gap: int, long_stride: int,
-                max_gap: int | None = None) -> tuple[list[int], list[int]]:
+                max_gap: int | None = None, growth: float = DEFAULT_LONG_GAP_GROWTH
+                ) -> tuple[list[int], list[int]]:
   """(dense gaps, long gaps) of the banded plan (module docstring), each capped at N - 1."""
   limit = num_frames - 1 if max_gap is None else min(max_gap, num_frames - 1)
   dense = list(range(1, min(dense_gap, limit) + 1))
   long = []
-  gap = long_stride
-  while gap <= limit:
-    if gap > dense_gap:
+  k = 0
+  while (gap := round(long_stride * growth ** k)) <= limit:
+    if gap > dense_gap and gap not in long:
       long.append(gap)
-    gap *= LONG_GAP_GROWTH
+    k += 1
   return dense, long
 
 
 def make_plan(name: str, num_frames: int, dense_gap: int = 4, long_stride: int = 8,
-              max_gap: int | None = None) -> PairPlan:
+              max_gap: int | None = None,
+              long_gap_growth: float = DEFAULT_LONG_GAP_GROWTH) -> PairPlan:
   """Builds a pair plan.
 
   Args:
@@ -82,6 +84,7 @@ def make_plan(name: str, num_frames: int, dense_gap: int = 4, long_stride: int =
     dense_gap: banded: all ordered pairs with gap <= dense_gap (frames), >= 1.
     long_stride: banded: the first long-range gap (frames), doubled repeatedly, >= 1.
     max_gap: optional cap on stored gaps (frames) for either plan; None = N - 1. Must be >= 1.
+    long_gap_growth: banded: ratio between consecutive long gaps (> 1; rounded to frames).
 
   Returns:
     The PairPlan.
@@ -94,6 +97,8 @@ def make_plan(name: str, num_frames: int, dense_gap: int = 4, long_stride: int =
     raise UserInputError(f'data.dense_gap={dense_gap!r}: expected an integer >= 1 (frames).')
   if int(long_stride) != long_stride or long_stride < 1:
     raise UserInputError(f'data.long_stride={long_stride!r}: expected an integer >= 1 (frames).')
+  if not long_gap_growth > 1:
+    raise UserInputError(f'data.long_gap_growth={long_gap_growth!r}: expected a ratio > 1.')
   if max_gap is not None and (int(max_gap) != max_gap or max_gap < 1):
     raise UserInputError(f'max_gap={max_gap!r}: expected None or an integer >= 1 (frames).')
   limit = num_frames - 1 if max_gap is None else min(max_gap, num_frames - 1)
@@ -103,7 +108,8 @@ def make_plan(name: str, num_frames: int, dense_gap: int = 4, long_stride: int =
     both_ways = range(1, limit + 1)
     forward_only = []
   else:
-    both_ways, forward_only = banded_gaps(num_frames, dense_gap, long_stride, max_gap)
+    both_ways, forward_only = banded_gaps(num_frames, dense_gap, long_stride, max_gap,
+                                          long_gap_growth)
   for gap in both_ways:
     stored.append(np.stack([frames[:-gap], frames[gap:]], 1))
     stored.append(np.stack([frames[gap:], frames[:-gap]], 1))

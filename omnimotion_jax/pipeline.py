@@ -192,6 +192,8 @@ def track_stage(config: ml_collections.ConfigDict, workdir: Path, *,
                                          chunk_size=config.track.chunk_size,
                                          occlusion_threshold=config.track.occlusion_threshold,
                                          cycle_threshold=cycle_threshold,
+                                         cycle_threshold_per_frame=config.track.get(
+                                             'cycle_threshold_per_frame', 0.0),
                                          back_mapper=back_mapper, progress=progress)
   tracks_in = store.rescale_xy(tracks, 1 / sx, 1 / sy)
   out = Path(out) if out is not None else workdir / TRACKS_FILE

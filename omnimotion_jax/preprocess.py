@@ -70,6 +70,7 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
   plan_name = data_cfg.pair_plan
   dense_gap = data_cfg.dense_gap
   long_stride = data_cfg.long_stride
+  long_gap_growth = data_cfg.get('long_gap_growth', pairs_lib.DEFAULT_LONG_GAP_GROWTH)
   max_gap = data_cfg.get('max_gap', None)
   cycle_threshold = data_cfg.cycle_threshold
   occlusion_cycle_threshold = data_cfg.occlusion_cycle_threshold
@@ -125,7 +126,8 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
   num_frames, height, width = frames.shape[:3]
   timings['load'] = time.perf_counter() - t0
 
-  plan = pairs_lib.make_plan(plan_name, num_frames, dense_gap, long_stride, max_gap)
+  plan = pairs_lib.make_plan(plan_name, num_frames, dense_gap, long_stride, max_gap,
+                             long_gap_growth)
   backend = flow_lib.make_backend(backend_name, frames, dis_preset=dis_preset, flow_dir=flow_dir,
                                   pattern=flow_pattern, frame_indices=frame_indices,
                                   input_size=input_size, seq_dir=seq_dir)
@@ -193,7 +195,8 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
       'input_size': list(input_size), 'input_frames': probe['num_frames'], 'fps': probe['fps'],
       'size': [height, width], 'resize': resize, 'max_side': max_side, 'stride': stride,
       'max_frames': max_frames, 'backend': backend.fingerprint(), 'pair_plan': plan_name,
-      'dense_gap': dense_gap, 'long_stride': long_stride, 'max_gap': max_gap, 'chain': chain,
+      'dense_gap': dense_gap, 'long_stride': long_stride,
+      'long_gap_growth': long_gap_growth, 'max_gap': max_gap, 'chain': chain,
       'masks_from': 'omnimotion_dir' if precomputed_masks else 'filter',
       'features': None if features_dir is None else str(features_dir),
       'cycle_threshold': cycle_threshold, 'occlusion_cycle_threshold': occlusion_cycle_threshold,

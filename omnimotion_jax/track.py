@@ -57,7 +57,8 @@ def map_in_chunks(mapper, params, px: np.ndarray, src: np.ndarray, tgt: np.ndarr
 
 def track_queries(mapper, params, queries: np.ndarray, video: render.VideoShape, *,
                   chunk_size: int, occlusion_threshold: float, cycle_threshold: float = 0.0,
-                  back_mapper=None, progress: bool = True):
+                  cycle_threshold_per_frame: float = 0.0, back_mapper=None,
+                  progress: bool = True):
   """Tracks query points through every frame.
 
   Args:
@@ -71,6 +72,9 @@ def track_queries(mapper, params, queries: np.ndarray, video: render.VideoShape,
       to the query frame, lands more than this many px from the query (a forward-backward check,
       as for optical flow; not in the reference). It catches points that the model maps onto
       other content, e.g. points that have left the field of view.
+    cycle_threshold_per_frame: the threshold grows by this many px per frame of distance from
+      the query frame (mapping errors grow with distance; a fixed threshold then calls visible
+      far points occluded).
     back_mapper: mapper for that check (`make_mapper(..., with_occlusion=False)` saves work);
       defaults to `mapper`.
 
@@ -90,7 +94,8 @@ def track_queries(mapper, params, queries: np.ndarray, video: render.VideoShape,
   if cycle_threshold > 0:
     back, _, _ = map_in_chunks(back_mapper or mapper, params, mapped, tgt, src, chunk_size,
                                progress, desc='cycle check')
-    occluded |= (np.linalg.norm(back - px, axis=-1) > cycle_threshold).reshape(q, t)
+    threshold = cycle_threshold + cycle_threshold_per_frame * np.abs(tgt - src)
+    occluded |= (np.linalg.norm(back - px, axis=-1) > threshold).reshape(q, t)
   outside = ((tracks[..., 0] < 0) | (tracks[..., 0] > video.width - 1)
              | (tracks[..., 1] < 0) | (tracks[..., 1] > video.height - 1))
   occluded = occluded | outside
