@@ -30,7 +30,7 @@ setup(
         # Bundled ffmpeg 7; 0.8 ships ffmpeg 9, which breaks mediapy.read_video.
         'imageio-ffmpeg<0.8',
         'ml-collections>=0.1',
-        'opencv-python-headless>=4.8',
+        'opencv-contrib-python-headless>=4.8',  # contrib: DeepFlow (data.flow_backend='deepflow').
         'tqdm',
         'scikit-image>=0.21',
         'matplotlib',

@@ -56,7 +56,8 @@ def davis32(args, config) -> dict:
   if not (manual / evaluator.builders.DAVIS_FILE).exists():
     # The split's own script writes the official layout.
     subprocess.run([sys.executable, str(split / 'make_pkl.py'), str(manual)], check=True)
-  out = Path(args.workroot) / f'davis32_{args.resolution}_{config_hash(config)}'
+  # Keyed by the model's config only: new `track` settings re-track the trained models.
+  out = Path(args.workroot) / f'davis32_{args.resolution}_{evaluator.model_hash(config)}'
   label = ' '.join([args.config] + [f'--set {item}' for item in args.overrides])
   start = time.time()
   summary = evaluator.run_evaluation(
@@ -82,11 +83,16 @@ def davis32(args, config) -> dict:
 def endpoint_metrics(pred_xy, pred_occ, end_xy, end_visible) -> dict:
   """Last-frame scores at 256x256: all arrays at 256x256 px; pred_occ / end_visible bool [Q]."""
   err = np.linalg.norm(pred_xy - end_xy, axis=-1)[end_visible]
-  within = [float(np.mean(err < d)) for d in THRESHOLDS]
-  return {'median_epe': float(np.median(err)), 'average_pts_within_thresh': float(np.mean(within)),
-          'occlusion_accuracy': float(np.mean(pred_occ == ~end_visible)),
-          'visible_predicted_occluded': float(np.mean(pred_occ[end_visible])),
-          'num_queries': int(len(end_visible)), 'num_visible': int(end_visible.sum())}
+  if not err.size:  # No visible end point (e.g. libby): only the occlusion accuracy is defined.
+    position = {'median_epe': float('nan'), 'average_pts_within_thresh': float('nan'),
+                'visible_predicted_occluded': float('nan')}
+  else:
+    position = {'median_epe': float(np.median(err)),
+                'average_pts_within_thresh': float(np.mean([np.mean(err < d) for d in THRESHOLDS])),
+                'visible_predicted_occluded': float(np.mean(pred_occ[end_visible]))}
+  return {**position, 'occlusion_accuracy': float(np.mean(pred_occ == ~end_visible)),
+          'num_queries': int(len(end_visible)), 'num_visible': int(end_visible.sum()),
+          'errors': err.tolist(), 'predicted_occluded': pred_occ.tolist()}
 
 
 def _endpoint_job(split: str, name: str, config, root: str) -> tuple[str, dict]:
@@ -136,7 +142,7 @@ def endpoints(args, config) -> dict:
   names = sorted(p.name for p in split.iterdir() if p.is_dir())
   if args.videos:
     names = [n for n in names if n in args.videos.split(',')]
-  root = Path(args.workroot) / f'endpoints_{config_hash(config)}'
+  root = Path(args.workroot) / f'endpoints_{evaluator.model_hash(config)}'
   jobs = [(str(split), name, config, str(root)) for name in names]
   start = time.time()
 
@@ -155,10 +161,19 @@ def endpoints(args, config) -> dict:
   videos = dict(results)
   keys = ('median_epe', 'average_pts_within_thresh', 'occlusion_accuracy',
           'visible_predicted_occluded')
-  means = {t: {k: float(np.mean([v[t][k] for v in videos.values()])) for k in keys}
+  # Mean over the videos where a metric is defined (a video without visible end points has no
+  # position score), and pooled over all end points (the split has 5-25 queries per video).
+  means = {t: {k: float(np.nanmean([v[t][k] for v in videos.values()])) for k in keys}
            for t in TRACKERS}
+  pooled = {}
+  for t in TRACKERS:
+    err = np.concatenate([np.asarray(v[t]['errors'], float) for v in videos.values()])
+    pooled[t] = {'median_epe': float(np.median(err)),
+                 'average_pts_within_thresh': float(np.mean([np.mean(err < d)
+                                                             for d in THRESHOLDS])),
+                 'num_visible': int(err.size)}
   return {'suite': 'endpoints', 'resolution': '256x256', 'videos': videos, 'mean': means,
-          'invocation_s': time.time() - start}
+          'pooled': pooled, 'invocation_s': time.time() - start}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -223,8 +238,11 @@ def main(argv=None) -> int:
           f'{out["max_video_s"] / 60:.1f} min; wall {out["wall_s"] / 60:.1f} min')
   else:
     o, c = out['mean']['omnimotion'], out['mean']['chained']
+    po, pc = out['pooled']['omnimotion'], out['pooled']['chained']
     print(f'end-point <d: OmniMotion {100 * o["average_pts_within_thresh"]:.1f} vs chained '
-          f'{100 * c["average_pts_within_thresh"]:.1f}; last-frame OA '
+          f'{100 * c["average_pts_within_thresh"]:.1f} (pooled over end points '
+          f'{100 * po["average_pts_within_thresh"]:.1f} vs {100 * pc["average_pts_within_thresh"]:.1f}'
+          f'); last-frame OA '
           f'{100 * o["occlusion_accuracy"]:.1f} vs {100 * c["occlusion_accuracy"]:.1f}; wall '
           f'{out["wall_s"] / 60:.1f} min')
   path = Path(args.json) if args.json else Path(args.workroot) / f'{args.suite}.json'

@@ -109,6 +109,15 @@ def test_banded_plan_structure():
   assert pairs_lib.make_plan('banded', 40, max_gap=10).gaps.max() == 8
 
 
+def test_banded_long_gaps_grow_geometrically():
+  dense, long = pairs_lib.banded_gaps(40, dense_gap=4, long_stride=6, growth=1.5)
+  assert dense == [1, 2, 3, 4]
+  assert long == [6, 9, 14, 20, 30]  # round(6 * 1.5^k) up to N - 1 = 39
+  assert pairs_lib.banded_gaps(40, 4, 8)[1] == [8, 16, 32]  # the default growth doubles
+  with pytest.raises(UserInputError, match='long_gap_growth'):
+    pairs_lib.make_plan('banded', 40, long_gap_growth=1.0)
+
+
 def test_default_plan_meets_the_store_budget():
   cfg = load_config('default').data
   plan = pairs_lib.make_plan(cfg.pair_plan, 250, cfg.dense_gap, cfg.long_stride)

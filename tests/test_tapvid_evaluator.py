@@ -107,16 +107,19 @@ def test_bad_video_and_resolution_are_user_errors(config, data_dir, tmp_path):
                              resolution='128x128')
 
 
-def test_summary_shows_published_numbers_with_unverified_marks():
+def test_summary_shows_the_papers_table_1():
   summary = {'dataset': 'tapvid_davis', 'resolution': '256x256', 'query_mode': 'strided',
              'config_hash': 'h', 'config': 'paper', 'flow_backend': 'dis', 'num_included': 0,
              'progress': {'selected': 30, 'done': 0, 'missing': 30, 'all_done': False},
              'means': {}, 'published': {'x': {}}, 'videos': {}}
-  markdown = evaluator.format_summary(summary)
-  row = next(line for line in markdown.splitlines() if 'published: OmniMotion, paper' in line)
-  assert '| 51.7* | 67.5 | 85.3* | 0.74* |' in row
-  raft = next(line for line in markdown.splitlines() if 'RAFT-C' in line)
-  assert raft.count(' - |') == 5  # No number in the fact sheet: dashes, nothing invented.
+  lines = evaluator.format_summary(summary).splitlines()
+  published = [line for line in lines if line.startswith('| published:')]
+  assert len(published) == 9  # Every row of Table 1, none invented, none left empty.
+  assert not any(' - | - |' in line or '*' in line for line in published)
+  row = next(line for line in published if 'OmniMotion (RAFT input)' in line)
+  assert '| 51.7 | 67.5 | 85.3 | 0.74 |' in row  # DAVIS column.
+  raft_c = next(line for line in published if 'RAFT-C' in line)
+  assert '| 30.7 | 46.6 | 80.2 | 0.93 |' in raft_c
 
 
 def test_omnimotion_run_scores_all_three_trackers(config, data_dir, tmp_path, monkeypatch):
@@ -134,3 +137,18 @@ def test_omnimotion_run_scores_all_three_trackers(config, data_dir, tmp_path, mo
   markdown = (tmp_path / 'summary.md').read_text()
   for label in ('ours: OmniMotion', 'ours: chained flow', 'ours: direct flow'):
     assert label in markdown
+
+  # New occlusion thresholds: a new result (new config hash), but the same trained model.
+  run_files = (tmp_path / 'videos' / FIRST_VIDEO).glob
+  checkpoints = sorted(p.name for p in run_files('run_*/checkpoints/*'))
+  code = cli.main(['eval', '--dataset', DATASET, '--resolution', RESOLUTION, '--videos', '0',
+                   '--config', 'cpu_tiny', '--set', OVERRIDES[0], '--set',
+                   'track.cycle_threshold=1e6', '--data_dir', str(data_dir), '--out',
+                   str(tmp_path), '--no_progress'])
+  assert code == 0
+  again = json.loads((tmp_path / 'videos' / FIRST_VIDEO / 'result.json').read_text())
+  assert again['config_hash'] != result['config_hash']
+  assert again['workdir'] == result['workdir']
+  assert sorted(p.name for p in run_files('run_*/checkpoints/*')) == checkpoints
+  assert again['metrics']['omnimotion']['occlusion_accuracy'] != (
+      result['metrics']['omnimotion']['occlusion_accuracy'])  # No cycle-check occlusions now.

