@@ -219,5 +219,8 @@ def get_config() -> ml_collections.ConfigDict:
   track.cycle_threshold_per_frame = 0.0
   # Queries per compiled chunk (fixed size; the last chunk is padded).
   track.chunk_size = 4096
+  # Pseudo-depth maps (`depth` stage): evaluate the model at every depth_stride-th px and
+  # upsample bilinearly (px); 1 = every pixel.
+  track.depth_stride = 1
 
   return config

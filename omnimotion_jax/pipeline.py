@@ -204,14 +204,20 @@ def track_stage(config: ml_collections.ConfigDict, workdir: Path, *,
 
 
 def depth_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool = True) -> Path:
-  """Pseudo-depth of every frame at the model's resolution -> workdir/depth.npy."""
+  """Pseudo-depth of every frame at the model's resolution -> workdir/depth.npy [N, H, W].
+
+  With track.depth_stride s > 1 the model is evaluated at every s-th px and the maps are
+  upsampled bilinearly (s^2 times cheaper; at 854x480 full-resolution depth costs most of a run).
+  """
   workdir = Path(workdir)
   start = time.time()
   model, params, seq = load_trained(config, workdir)
   video = video_shape(seq)
+  stride = config.track.depth_stride
   depth = track.depth_maps(track.make_depth_fn(model, video), params, video,
                            np.arange(video.num_frames), chunk_size=config.track.chunk_size,
-                           progress=progress)
+                           stride=stride, progress=progress)
+  depth = track.upsample_strided(depth, stride, video.height, video.width)
   path = workdir / DEPTH_FILE
   fileio.write_npy_atomic(path, depth.astype(np.float32))
   record_timing(workdir, 'depth', time.time() - start)

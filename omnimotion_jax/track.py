@@ -171,3 +171,21 @@ def depth_maps(depth_fn, params, video: render.VideoShape, frames, *, chunk_size
                            np.repeat(frames, hw), np.repeat(frames, hw), chunk_size, progress,
                            desc='depth')
   return depth.reshape((len(frames),) + yy.shape)
+
+
+def upsample_strided(maps: np.ndarray, stride: int, height: int, width: int) -> np.ndarray:
+  """Maps sampled at every `stride`-th px (`depth_maps(..., stride)`) -> [F, height, width].
+
+  Bilinear between the samples, which sit at px (j * stride, i * stride); px past the last
+  sample take its value. stride 1 returns the maps unchanged.
+  """
+  maps = np.asarray(maps, np.float32)
+  if stride == 1:
+    return maps
+  ys = np.minimum(np.arange(height) / stride, maps.shape[1] - 1)
+  xs = np.minimum(np.arange(width) / stride, maps.shape[2] - 1)
+  y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+  y1, x1 = np.minimum(y0 + 1, maps.shape[1] - 1), np.minimum(x0 + 1, maps.shape[2] - 1)
+  wy, wx = (ys - y0)[None, :, None], (xs - x0)[None, None, :]
+  rows = maps[:, y0] * (1 - wy) + maps[:, y1] * wy
+  return (rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx).astype(np.float32)

@@ -119,3 +119,16 @@ def test_strided_depth_maps_are_the_full_maps_subsampled():
   assert strided.shape == (2, 8, 11)  # ceil(24 / 3), ceil(32 / 3)
   np.testing.assert_allclose(strided, full[:, ::3, ::3], atol=1e-5)
   assert np.ptp(full) > 0  # the maps are not constant, so the (x, y) order is checked
+
+
+def test_upsampled_strided_maps_are_exact_on_planes():
+  # A plane is reproduced exactly by bilinear interpolation up to the last sample.
+  yy, xx = np.mgrid[0:VIDEO.height, 0:VIDEO.width].astype(np.float32)
+  plane = (0.5 + 0.01 * xx - 0.02 * yy)[None]
+  up = track.upsample_strided(plane[:, ::3, ::3], 3, VIDEO.height, VIDEO.width)
+  assert up.shape == plane.shape
+  last_y, last_x = (VIDEO.height - 1) // 3 * 3, (VIDEO.width - 1) // 3 * 3
+  np.testing.assert_allclose(up[:, :last_y + 1, :last_x + 1], plane[:, :last_y + 1, :last_x + 1],
+                             atol=1e-6)
+  np.testing.assert_array_equal(up[:, ::3, ::3], plane[:, ::3, ::3])
+  np.testing.assert_array_equal(track.upsample_strided(plane, 1, VIDEO.height, VIDEO.width), plane)
