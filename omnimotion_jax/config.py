@@ -3,6 +3,9 @@
 A config is a Python file with `get_config() -> ml_collections.ConfigDict`. Variants import
 `configs.default` and override only what differs. `--config` takes a path or a bare name
 (`cpu_tiny` -> the project's configs/cpu_tiny.py); `--set key=value` overrides single fields.
+As with ml_collections' config flags, `NAME:ARG` passes ARG (a Python literal) to get_config:
+`cpu_quality:4000` is the CPU setting with every step-based schedule scaled to 4k steps, where
+`--set train.num_steps=4000` would change the step count alone.
 """
 
 import ast
@@ -37,7 +40,15 @@ def resolve_config_path(name_or_path: str) -> Path:
 
 def load_config(name_or_path: str = 'default', overrides: list[str] | None = None
                 ) -> ml_collections.ConfigDict:
-  """Loads a config file, applies `key=value` overrides, and locks it against new keys."""
+  """Loads a config file (`NAME` or `NAME:ARG`), applies `key=value` overrides, and locks it."""
+  name_or_path, has_arg, raw_arg = str(name_or_path).partition(':')
+  args = ()
+  if has_arg:
+    try:
+      args = (ast.literal_eval(raw_arg),)
+    except (ValueError, SyntaxError):
+      raise UserInputError(f'--config {name_or_path}:{raw_arg}: the part after ":" must be a Python '
+                           'literal passed to get_config, e.g. cpu_quality:4000.') from None
   path = resolve_config_path(name_or_path).resolve()
   # Variants do `from configs import default`; make `configs` importable from the file's project.
   root = str(path.parent.parent if path.parent.name == 'configs' else PROJECT_CONFIGS.parent)
@@ -51,7 +62,13 @@ def load_config(name_or_path: str = 'default', overrides: list[str] | None = Non
     raise UserInputError(f'{path}: not a valid Python config file ({e.msg}, line {e.lineno}).') from e
   if not hasattr(module, 'get_config'):
     raise UserInputError(f'{path}: a config file must define get_config() returning a ConfigDict.')
-  config = module.get_config()
+  try:
+    config = module.get_config(*args)
+  except TypeError as e:
+    if not args:
+      raise
+    raise UserInputError(f'--config {name_or_path}:{raw_arg}: {path.name}\'s get_config does not '
+                         f'take that argument ({e}).') from None
   for item in overrides or []:
     apply_override(config, item)
   config.lock()
