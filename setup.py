@@ -15,7 +15,10 @@ setup(
     long_description=(Path(__file__).parent / 'README.md').read_text(encoding='utf-8'),
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
-    packages=find_packages(include=['omnimotion_jax', 'omnimotion_jax.*']),
+    # configs/ ships inside the package, so `--config cpu_tiny` works after `pip install .` too.
+    packages=find_packages(include=['omnimotion_jax', 'omnimotion_jax.*']) + [
+        'omnimotion_jax.configs'],
+    package_dir={'omnimotion_jax.configs': 'configs'},
     install_requires=[
         'jax>=0.4.30',
         'flax>=0.8',
@@ -38,7 +41,7 @@ setup(
     ],
     extras_require={
         'cuda12': ['jax[cuda12]'],
-        'test': ['pytest>=7'],
+        'test': ['pytest>=7', 'wheel'],  # wheel: the non-editable install test builds offline.
     },
     entry_points={'console_scripts': ['omnimotion-jax=omnimotion_jax.cli:main']},
 )

@@ -8,7 +8,10 @@ from the same store, then breaks both down by the frame distance |t - t_query|:
   err       median end-point error of ground-truth-visible points (px at 256x256);
   false_occ fraction of ground-truth-visible points predicted occluded;
   missed    fraction of ground-truth-occluded points predicted visible;
-and prints the TAP-Vid metrics of both trackers with these settings, per video and on average.
+and the same pooled by how fast each ground-truth point moves (median px per frame at 256x256
+over its visible consecutive frames: static < 0.5, slow 0.5-2, fast > 2), and prints the TAP-Vid
+metrics of both trackers with these settings, per video and on average. `--reuse` scores the
+tracks_diagnose.npz of an earlier call instead of re-tracking.
 
   .venv/bin/python benchmarks/diagnose.py --eval_out out/eval_davis32 --config cpu_quality \
       [--set track.cycle_threshold=0] [--json out.json]
@@ -27,6 +30,19 @@ from omnimotion_jax import baselines, evaluate, pipeline, store  # noqa: E402
 from omnimotion_jax.config import load_config  # noqa: E402
 
 BUCKETS = ((1, 2), (3, 5), (6, 10), (11, 20), (21, 10_000))
+SPEEDS = (('static', 0.0, 0.5), ('slow', 0.5, 2.0), ('fast', 2.0, np.inf))  # px/frame at 256
+
+
+def point_speed(gt, gt_occ, size) -> np.ndarray:
+  """[N] median px per frame (at 256x256) of each track over its visible consecutive frames."""
+  scale = np.array([256 / size[1], 256 / size[0]])
+  step = np.linalg.norm(np.diff(gt * scale, axis=1), axis=-1)
+  both = ~gt_occ[:, 1:] & ~gt_occ[:, :-1]
+  step = np.where(both, step, np.nan)
+  out = np.full(gt.shape[0], np.nan)
+  has = both.any(axis=1)
+  out[has] = np.nanmedian(step[has], axis=1)
+  return out
 
 
 def breakdown(query_points, gt, gt_occ, pred, pred_occ, size) -> dict:
@@ -54,6 +70,8 @@ def main(argv=None) -> int:
   parser.add_argument('--set', dest='overrides', action='append', default=[])
   parser.add_argument('--query_mode', default='strided')
   parser.add_argument('--json', default=None)
+  parser.add_argument('--reuse', action='store_true',
+                      help='score the tracks_diagnose.npz of an earlier call (no re-tracking)')
   args = parser.parse_args(argv)
   config = load_config(args.config, args.overrides)
   rows, agg = {}, {'omnimotion': [], 'chained': []}
@@ -65,8 +83,9 @@ def main(argv=None) -> int:
       q, gt, gt_occ = f['query_points'], f['target_points'], f['occluded']
     seq = pipeline.load_sequence(workdir)
     size = tuple(seq.meta.get('input_size', seq.size))
-    out = pipeline.track_stage(config, workdir, queries=q, out=workdir / 'tracks_diagnose.npz',
-                               progress=False)
+    out = workdir / 'tracks_diagnose.npz'
+    if not (args.reuse and out.exists()):
+      out = pipeline.track_stage(config, workdir, queries=q, out=out, progress=False)
     with np.load(out) as f:
       om, om_occ = f['tracks'], f['occluded']
     sx, sy = pipeline.input_scale(seq)
@@ -110,6 +129,25 @@ def main(argv=None) -> int:
                               mo.mean() if mo.size else np.nan)
     print(f'  {tracker:10s} ' + ' | '.join(f'{k}: {v[0]:.1f} / {100 * v[1]:.0f} % / '
                                            f'{100 * v[2]:.0f} %' for k, v in pooled.items()))
+  print('\nby speed of the ground-truth point (all videos pooled): points / err px / false occ')
+  for tracker, items in agg.items():
+    cells = []
+    for label, lo, hi in SPEEDS:
+      errs, fo, npts = [], [], 0
+      for q, gt, gt_occ, pred, occ, size in items:
+        speed = point_speed(gt, gt_occ, size)
+        pick = (speed >= lo) & (speed < hi)
+        npts += int(pick.sum())
+        t_q = np.round(q[:, 0]).astype(int)
+        away = np.arange(gt.shape[1])[None] != t_q[:, None]
+        sel = pick[:, None] & away & ~gt_occ
+        scale = np.array([256 / size[1], 256 / size[0]])
+        errs.append(np.linalg.norm((pred - gt) * scale, axis=-1)[sel])
+        fo.append(occ[sel])
+      e, fo = np.concatenate(errs), np.concatenate(fo)
+      cells.append(f'{label}: {npts} / {np.median(e) if e.size else np.nan:.1f} / '
+                   f'{100 * fo.mean() if fo.size else np.nan:.0f} %')
+    print(f'  {tracker:10s} ' + ' | '.join(cells))
   if args.json:
     Path(args.json).write_text(json.dumps(rows, indent=1))
   return 0

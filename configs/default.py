@@ -77,7 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.features_dir = None
 
   # ---------------------------------------------------------------------------------------------
-  # Model (paper Sec. 3; fact sheet Sec. 2).
+  # Model (paper Sec. 3).
   model = config.model = ml_collections.ConfigDict()
   # Samples per ray, K.
   model.num_samples = 32
@@ -121,7 +121,7 @@ def get_config() -> ml_collections.ConfigDict:
   bij.precision = 'highest'
   # Optional per-depth 2D affine map applied before the coupling layers (local -> canonical).
   bij.use_affine = True
-  # The reference silently builds an 8-layer ReLU MLP of width 256 here (fact sheet Sec. 8.1).
+  # The reference silently builds an 8-layer ReLU MLP of width 256 here (`networks/nvp_simplified.py`).
   bij.affine_depth = 8
   bij.affine_width = 256
   bij.affine_pe_freqs = 4
@@ -131,7 +131,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 
   # ---------------------------------------------------------------------------------------------
-  # Test-time optimisation (fact sheet Sec. 3-5).
+  # Test-time optimisation (paper Sec. 4; reference `trainer.py`, `loaders/raft.py`).
   train = config.train = ml_collections.ConfigDict()
   train.num_steps = 100_000          # Optimisation steps (the paper trains 200k).
   train.num_pairs = 8                # Frame pairs per step.
@@ -194,7 +194,7 @@ def get_config() -> ml_collections.ConfigDict:
   # (benchmarks/README.md); the smaller working set more than pays for the extra forward.
   train.remat_chunks = 16
   # The reference drops the largest per-point error in every L1 term (a quantile quirk); keep it
-  # as an explicit option (fact sheet Sec. 8.5).
+  # as an explicit option (reference `trainer.py`, masked_l1_loss).
   train.drop_max_error = True
   # Bookkeeping.
   train.log_every = 100              # Steps between metric lines in metrics.jsonl.
@@ -203,7 +203,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.steps_per_dispatch = 1       # Train steps fused into one compiled call (lax.scan).
 
   # ---------------------------------------------------------------------------------------------
-  # Tracking / inference (fact sheet Sec. 6).
+  # Tracking / inference (reference `viz.py`).
   track = config.track = ml_collections.ConfigDict()
   # Map with the max-weight sample (True, the reference default) or the weighted mean (False).
   track.use_max_loc = True

@@ -1,4 +1,5 @@
-"""The canonical volume F_theta: colour and density at canonical 3D points (fact sheet Sec. 2.4)."""
+"""The canonical volume F_theta: colour and density at canonical 3D points (paper Sec. 3.1;
+reference `networks/mfn.py` and `trainer.py`, whose contraction comes first)."""
 
 import dataclasses
 

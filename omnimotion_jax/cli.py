@@ -79,18 +79,18 @@ def _load(args):
 
 def _saved_or_given_config(args):
   """For stages after training: the config saved in the workdir unless --config is given."""
-  import ml_collections
   from omnimotion_jax import checkpoint
-  from omnimotion_jax.config import apply_override, load_config
+  from omnimotion_jax.config import apply_override, load_config, merge_over_default, validate
   enable_compilation_cache()
   if args.config is not None:
     return load_config(args.config, args.overrides)
   saved = checkpoint.load_saved_config(Path(args.workdir))
   if saved is None:
     raise UserInputError(f'{args.workdir}: no config.json (not trained yet?); pass --config.')
-  config = ml_collections.ConfigDict(saved)
+  config = merge_over_default(saved)
   for item in args.overrides:
     apply_override(config, item)
+  validate(config)
   return config
 
 

@@ -19,8 +19,11 @@ import ml_collections
 
 from omnimotion_jax.errors import UserInputError
 
-# The project's own configs/ folder (present in a source checkout or an editable install).
-PROJECT_CONFIGS = Path(__file__).resolve().parent.parent / 'configs'
+# The project's configs/: installed as omnimotion_jax/configs by `pip install .` (setup.py maps
+# it there), or the checkout's top-level folder (source tree, editable install).
+_PACKAGE = Path(__file__).resolve().parent
+PROJECT_CONFIGS = next((p for p in (_PACKAGE / 'configs', _PACKAGE.parent / 'configs')
+                        if (p / 'default.py').exists()), _PACKAGE.parent / 'configs')
 
 
 def resolve_config_path(name_or_path: str) -> Path:
@@ -38,6 +41,20 @@ def resolve_config_path(name_or_path: str) -> Path:
   return candidate
 
 
+def _bind_configs_package(folder: Path) -> None:
+  """Makes `import configs` (and `from configs import x`) resolve to `folder`."""
+  current = sys.modules.get('configs')
+  if current is not None and list(getattr(current, '__path__', [])) == [str(folder)]:
+    return
+  for name in [n for n in sys.modules if n == 'configs' or n.startswith('configs.')]:
+    del sys.modules[name]  # Another project's configs (e.g. a user's own folder).
+  spec = importlib.util.spec_from_file_location('configs', folder / '__init__.py',
+                                                submodule_search_locations=[str(folder)])
+  module = importlib.util.module_from_spec(spec)
+  sys.modules['configs'] = module
+  spec.loader.exec_module(module)
+
+
 def load_config(name_or_path: str = 'default', overrides: list[str] | None = None
                 ) -> ml_collections.ConfigDict:
   """Loads a config file (`NAME` or `NAME:ARG`), applies `key=value` overrides, and locks it."""
@@ -50,10 +67,10 @@ def load_config(name_or_path: str = 'default', overrides: list[str] | None = Non
       raise UserInputError(f'--config {name_or_path}:{raw_arg}: the part after ":" must be a Python '
                            'literal passed to get_config, e.g. cpu_quality:4000.') from None
   path = resolve_config_path(name_or_path).resolve()
-  # Variants do `from configs import default`; make `configs` importable from the file's project.
-  root = str(path.parent.parent if path.parent.name == 'configs' else PROJECT_CONFIGS.parent)
-  if root not in sys.path:
-    sys.path.insert(0, root)
+  # Variants do `from configs import default`: bind the name `configs` to the file's own configs
+  # package (or the project's), wherever it is installed, without touching sys.path.
+  own = path.parent.name == 'configs' and (path.parent / '__init__.py').exists()
+  _bind_configs_package(path.parent if own else PROJECT_CONFIGS)
   spec = importlib.util.spec_from_file_location(f'_omnimotion_config_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
   try:
@@ -71,8 +88,70 @@ def load_config(name_or_path: str = 'default', overrides: list[str] | None = Non
                          f'take that argument ({e}).') from None
   for item in overrides or []:
     apply_override(config, item)
+  validate(config)
   config.lock()
   return config
+
+
+# Ranges of numeric fields that a typo or a sign error can break silently (e.g. a negative step
+# count "trains to step 0"). Fields a config lacks are skipped; None means "not set".
+_POSITIVE_INT = (
+    'data.stride', 'data.dense_gap', 'data.long_stride', 'data.max_frames',
+    'data.max_side', 'model.num_samples', 'model.canonical.hidden', 'model.canonical.num_layers',
+    'model.time_net.hidden', 'model.time_net.num_layers', 'model.time_net.latent_dim',
+    'train.num_steps', 'train.num_pairs', 'train.num_points', 'train.log_every',
+    'train.checkpoint_every', 'train.checkpoint_keep', 'train.remat_chunks',
+    'train.steps_per_dispatch', 'train.lr_decay_every', 'train.hard_mining_every',
+    'train.hard_mining_stride', 'track.chunk_size', 'track.depth_stride')
+_POSITIVE = ('train.lr_bijection', 'train.lr_canonical', 'train.lr_time_net', 'model.max_depth')
+_NON_NEGATIVE = (
+    'data.cycle_threshold', 'data.direct_agreement_px', 'data.occlusion_cycle_threshold',
+    'train.w_flow', 'train.w_smooth', 'train.w_rgb_max', 'train.w_depth_range',
+    'train.w_distortion_max', 'train.w_motion_depth', 'train.grad_clip_norm',
+    'track.cycle_threshold', 'track.cycle_threshold_per_frame')
+_FRACTION = ('train.swap_prob', 'train.hard_mining_fraction', 'train.adjacent_mass',
+             'train.smooth_points_fraction', 'track.occlusion_threshold')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises UserInputError naming the first numeric field outside its valid range."""
+  flat = flatten_dict(config.to_dict())
+  checks = ([(k, 'a positive integer', lambda v: isinstance(v, int) and v > 0)
+             for k in _POSITIVE_INT]
+            + [(k, 'a number > 0', lambda v: v > 0) for k in _POSITIVE]
+            + [(k, 'a number >= 0', lambda v: v >= 0) for k in _NON_NEGATIVE]
+            + [(k, 'a number in [0, 1]', lambda v: 0 <= v <= 1) for k in _FRACTION])
+  for key, wanted, ok in checks:
+    value = flat.get(key)
+    if value is None or isinstance(value, bool):
+      continue
+    if not isinstance(value, (int, float)) or not ok(value):
+      raise UserInputError(f'{key}={value!r}: must be {wanted}. Fix it in the config file or in '
+                           f'--set {key}=...')
+
+
+def merge_over_default(saved: dict) -> ml_collections.ConfigDict:
+  """A config saved by an earlier version (a workdir's config.json) merged over `default`.
+
+  Fields added since the run was saved take their `configs/default.py` value, which by this
+  project's convention reproduces the behaviour from before the field existed (e.g.
+  track.depth_stride=1); fields the run saved keep their values, unknown ones included.
+  """
+  config = load_config('default')
+  with config.unlocked():
+    _merge(config, saved)
+  return config
+
+
+def _merge(node: ml_collections.ConfigDict, saved: dict) -> None:
+  for key, value in saved.items():
+    if isinstance(value, dict) and isinstance(node.get(key), ml_collections.ConfigDict):
+      _merge(node[key], value)
+    else:
+      old = node.get(key)
+      if isinstance(old, tuple) and isinstance(value, list):
+        value = tuple(value)  # JSON has no tuples.
+      node[key] = value
 
 
 def apply_override(config: ml_collections.ConfigDict, item: str) -> None:

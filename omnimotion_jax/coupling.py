@@ -1,6 +1,7 @@
 """The invertible per-frame map T_i between a frame's local space and the canonical space.
 
-A stack of RealNVP-style affine coupling layers (fact sheet Sec. 2.5). Layer l transforms the single
+A stack of RealNVP-style affine coupling layers (paper Sec. 3.2; reference
+`networks/nvp_simplified.py`, NVPSimplified). Layer l transforms the single
 coordinate d = permutation[l] of a 3D point and conditions on the other two coordinates (through a
 positional encoding) and on the frame's latent code psi_i:
 

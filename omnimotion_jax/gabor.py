@@ -3,7 +3,7 @@
 OmniMotion uses two of them: the time-code network (t -> per-frame latent psi_i) and the canonical
 field (contracted canonical point -> colour and density). The initialisation follows the reference
 PyTorch code, not Flax's defaults, because the filter frequencies and widths set the network's
-spectrum and the early optimisation depends on them (fact sheet Sec. 2.3, 2.4, 8.14).
+spectrum and the early optimisation depends on them (reference `networks/mfn.py`, GaborNet).
 
 Recursion, for an input x [..., d_in]:
   g_l(x) = sin(W_l x + b_l) * exp(-0.5 * gamma_l * ||x - mu_l||^2)      l = 0 .. L

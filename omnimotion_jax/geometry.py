@@ -1,6 +1,6 @@
 """Coordinates of the quasi-3D local frames, and depth samples along rays.
 
-Conventions (fact sheet Sec. 2.1-2.2):
+Conventions (paper Sec. 3.1; reference `util.py` and `trainer.py`):
   * Pixels are (x, y) raster px with integer values at pixel centres; x is the column.
   * The local frame of every video frame is orthographic: pixel (x, y) maps to
     u = 2x/(W-1) - 1, v = 2y/(H-1) - 1, so both span [-1, 1] whatever the aspect ratio.

@@ -1,4 +1,5 @@
-"""Training losses and their weight schedules (fact sheet Sec. 3 and Sec. 8 items 4-7, 15-17).
+"""Training losses and their weight schedules (paper Sec. 4; reference
+`trainer.py`, compute_all_losses and masked_l1_loss).
 
 Every function is pure jax.numpy with static shapes, so it can run inside a jitted train step:
 validity is carried by boolean masks and `jnp.where`, never by boolean indexing. Every weight

@@ -153,9 +153,15 @@ def load_queries(path: str | os.PathLike) -> np.ndarray:
     queries = np.load(path, allow_pickle=False)
   except Exception as e:  # pylint: disable=broad-except
     raise UserInputError(f'{path}: not a readable .npy file ({e}).') from None
-  if queries.ndim != 2 or queries.shape[1] != 3 or not np.isfinite(queries).all():
-    raise UserInputError(f'{path}: expected a finite float array of shape [N, 3] (t, y, x), '
+  if queries.ndim != 2 or queries.shape[1] != 3:
+    raise UserInputError(f'{path}: expected a float array of shape [N, 3] (t, y, x), '
                          f'got shape {queries.shape}.')
+  if not np.issubdtype(queries.dtype, np.number):
+    raise UserInputError(f'{path}: expected numbers (t, y, x in px), got dtype {queries.dtype}.')
+  bad = ~np.isfinite(queries).all(axis=1)
+  if bad.any():
+    raise UserInputError(f'{path}: {int(bad.sum())} of {len(queries)} query rows hold NaN or inf '
+                         f'(first: row {int(np.argmax(bad))}); every (t, y, x) must be finite.')
   return queries.astype(np.float32)
 
 
@@ -184,16 +190,15 @@ def track_stage(config: ml_collections.ConfigDict, workdir: Path, *,
   model_q[:, 0] = t
   margin = render.occlusion_margin(model, config.track.occlusion_eps_factor)
   mapper = track.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc)
-  # .get: configs saved by workdirs from before the check existed lack the field (= off).
-  cycle_threshold = config.track.get('cycle_threshold', 0.0)
+  cycle_threshold = config.track.cycle_threshold
   back_mapper = track.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc,
                                   with_occlusion=False) if cycle_threshold > 0 else None
   tracks, occluded = track.track_queries(mapper, params, model_q, video,
                                          chunk_size=config.track.chunk_size,
                                          occlusion_threshold=config.track.occlusion_threshold,
                                          cycle_threshold=cycle_threshold,
-                                         cycle_threshold_per_frame=config.track.get(
-                                             'cycle_threshold_per_frame', 0.0),
+                                         cycle_threshold_per_frame=(
+                                             config.track.cycle_threshold_per_frame),
                                          back_mapper=back_mapper, progress=progress)
   tracks_in = store.rescale_xy(tracks, 1 / sx, 1 / sy)
   out = Path(out) if out is not None else workdir / TRACKS_FILE

@@ -6,7 +6,7 @@
   workdir/preprocess.json  timings (s), pair counts, bytes, valid-pixel fractions per gap;
   workdir/flow_cache/      per-chunk direct flows while running (resumable); removed at the end.
 
-Order (reference main_processing, fact sheet sec. 1.2): direct flow for every planned pair and
+Order (reference `preprocessing/main_processing.py`): direct flow for every planned pair and
 its reverse (pairs.py), the forward-backward / occlusion / feature filter (filtering.filter_pair),
 chaining of adjacent flows to the longer pairs (filtering.chain_flows, if data.chain), count maps.
 With an 'omnimotion_dir' sequence that has raft_masks/, its flows and masks are stored as they are.
@@ -70,22 +70,21 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
   plan_name = data_cfg.pair_plan
   dense_gap = data_cfg.dense_gap
   long_stride = data_cfg.long_stride
-  long_gap_growth = data_cfg.get('long_gap_growth', pairs_lib.DEFAULT_LONG_GAP_GROWTH)
-  max_gap = data_cfg.get('max_gap', None)
+  long_gap_growth = data_cfg.long_gap_growth
+  max_gap = data_cfg.max_gap
   cycle_threshold = data_cfg.cycle_threshold
   occlusion_cycle_threshold = data_cfg.occlusion_cycle_threshold
   occlusion_return_threshold = data_cfg.occlusion_return_threshold
   occlusion_max_gap = data_cfg.occlusion_max_gap
   chain_rgb_threshold = data_cfg.chain_rgb_threshold
-  # Absent from configs saved before it existed: off, the reference's behaviour.
-  direct_agreement_px = data_cfg.get('direct_agreement_px', 0.0)
-  require_agreement = data_cfg.get('require_agreement', False)
+  direct_agreement_px = data_cfg.direct_agreement_px
+  require_agreement = data_cfg.require_agreement
   feature_threshold = data_cfg.feature_similarity_threshold
   feature_check_min_gap = data_cfg.feature_check_min_gap
   chain = data_cfg.chain
-  flow_dir = flow_dir if flow_dir is not None else data_cfg.get('flow_dir', None)
-  flow_pattern = data_cfg.get('flow_pattern', None) or flow_lib.DEFAULT_FLOW_PATTERN
-  features_dir = features_dir if features_dir is not None else data_cfg.get('features_dir', None)
+  flow_dir = flow_dir if flow_dir is not None else data_cfg.flow_dir
+  flow_pattern = data_cfg.flow_pattern
+  features_dir = features_dir if features_dir is not None else data_cfg.features_dir
 
   if backend_name not in flow_lib.BACKENDS:
     raise UserInputError(f'data.flow_backend={backend_name!r}: unknown backend; use one of '

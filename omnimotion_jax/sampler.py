@@ -1,4 +1,5 @@
-"""Sampling frame pairs and points inside the jitted train step (fact sheet Sec. 4).
+"""Sampling frame pairs and points inside the jitted train step (reference
+`loaders/raft.py` and `train.py`; paper Sec. 4 on hard mining).
 
 Everything here is jax with static shapes, driven by one PRNG key per step, and reads from the
 device-resident `TrainData` built once from the sequence store. There is no Python data loader.

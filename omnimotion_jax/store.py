@@ -19,7 +19,7 @@ File format (`write_store`; numpy .npz, uncompressed so it loads fast; FORMAT_VE
                                        (original) size, processed size, resize / max_side /
                                        stride / max_frames, backend, preset, plan, thresholds.
 
-What the training sampler must do with it (the reference's loader, fact sheet sec. 4):
+What the training sampler must do with it (the reference's `loaders/raft.py`):
   * Pairs: for source frame i, candidates are stored pairs (i, j) with |i - j| <= M (the current
     maximum gap); weight them by pair_counts, give the adjacent ones (gap 1) half the total mass.
     `pair_index[i, j]` is the row of (i, j), -1 if not stored. The banded plan stores long gaps

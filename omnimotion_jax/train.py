@@ -186,7 +186,8 @@ def _inside(px: jax.Array, video: render.VideoShape) -> jax.Array:
 def compute_losses(model: model_lib.OmniMotion, params, batch: sampler.Batch, key: jax.Array,
                    video: render.VideoShape, cfg: LossConfig, num_chunks: int = 1,
                    motion_labels: jax.Array | None = None) -> dict[str, jax.Array]:
-  """All loss terms (unweighted) for one batch; fact sheet Sec. 3.
+  """All loss terms (unweighted) for one batch (paper Sec. 4; reference
+  `trainer.py`, compute_all_losses).
 
   num_chunks > 1 maps the rays in that many rematerialised chunks (render.remat_chunks): the same
   losses with less memory and one more forward pass. motion_labels [B*R] (1 / 0 / -1 per source
@@ -346,7 +347,7 @@ def validate_schedule(train_cfg: ml_collections.ConfigDict) -> None:
       smooth_rays % train_cfg.remat_chunks):
     raise UserInputError(f'train.remat_chunks={train_cfg.remat_chunks} must divide both the '
                          f'{rays} rays and the {smooth_rays} smoothness rays of a step.')
-  if train_cfg.get('frame_affine_init', 'identity') not in ('identity', 'flow'):
+  if train_cfg.frame_affine_init not in ('identity', 'flow'):
     raise UserInputError(f'train.frame_affine_init={train_cfg.frame_affine_init!r}: use '
                          "'identity' or 'flow'.")
 

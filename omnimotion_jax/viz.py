@@ -47,7 +47,7 @@ SEPARATOR_PX = 2  # side_by_side separator width (even, so even inputs stay even
 SEPARATOR_VALUE = 255  # white separators.
 DEPTH_PERCENTILES = (1.0, 99.0)  # robust range of colorize_depth.
 DEPTH_COLORMAP = 'turbo'
-# Trails (fact sheet sec. 6): opacity max(1 - FADE * age / (n * FADE_DENOM), MIN_OPACITY).
+# Trails (reference `viz.py`): opacity max(1 - FADE * age / (n * FADE_DENOM), MIN_OPACITY).
 TRAIL_FADE = 0.9
 TRAIL_FADE_DENOM = 0.99
 TRAIL_MIN_OPACITY = 0.1

@@ -1,9 +1,11 @@
 """The console command: installed, helpful, and one-line errors for user mistakes."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from omnimotion_jax.config import load_config
@@ -46,3 +48,61 @@ def test_config_argument_scales_the_schedules():
     load_config('cpu_real:x')
   with pytest.raises(UserInputError, match='does not take that argument'):
     load_config('cpu_tiny:4000')  # get_config() without parameters
+
+
+@pytest.mark.parametrize('override, field', [
+    ('train.num_steps=-5', 'train.num_steps'), ('train.num_points=0', 'train.num_points'),
+    ('train.lr_canonical=-1e-3', 'train.lr_canonical'), ('train.swap_prob=1.5', 'train.swap_prob'),
+    ('track.cycle_threshold=-3', 'track.cycle_threshold')])
+def test_out_of_range_field_is_a_one_line_error(override, field):
+  with pytest.raises(UserInputError, match=f'^{field}=.*must be'):
+    load_config('cpu_tiny', [override])
+  for name in ('default', 'paper', 'cpu_quality', 'cpu_real', 'cpu_demo', 'cpu_tiny'):
+    load_config(name)  # The shipped configs are all in range.
+
+
+def test_non_finite_queries_are_named_as_such(tmp_path):
+  from omnimotion_jax import pipeline
+  path = tmp_path / 'q.npy'
+  np.save(path, np.array([[0, 1, 2], [0, np.nan, 3], [1, 2, np.inf]], np.float32))
+  with pytest.raises(UserInputError, match='2 of 3 query rows hold NaN or inf.*row 1'):
+    pipeline.load_queries(path)
+  np.save(path, np.zeros((3, 2), np.float32))
+  with pytest.raises(UserInputError, match=r'shape \[N, 3\].*\(3, 2\)'):
+    pipeline.load_queries(path)
+
+
+def test_a_workdir_saved_before_a_field_existed_still_loads(tmp_path):
+  import argparse
+  import json
+  from omnimotion_jax import cli
+  saved = load_config('cpu_tiny').to_dict()
+  del saved['track']['depth_stride']  # As written by a version without the field.
+  saved['model']['num_samples'] = 5   # The run's own values win.
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  args = argparse.Namespace(workdir=str(tmp_path), config=None,
+                            overrides=['track.depth_stride=2'])
+  config = cli._saved_or_given_config(args)  # pylint: disable=protected-access
+  assert config.track.depth_stride == 2 and config.model.num_samples == 5
+  assert config.train.num_steps == load_config('cpu_tiny').train.num_steps
+  args.overrides = ['track.depth_stride=0']
+  with pytest.raises(UserInputError, match='track.depth_stride=0'):
+    cli._saved_or_given_config(args)  # pylint: disable=protected-access
+
+
+def test_configs_resolve_after_a_non_editable_install(tmp_path):
+  # `pip install .` (not -e) ships configs/ as omnimotion_jax/configs; variants still find
+  # `configs.default`, from any working directory.
+  root = Path(__file__).resolve().parent.parent
+  target = tmp_path / 'site'
+  subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps',
+                  '--no-build-isolation', '--target', str(target), str(root)],
+                 check=True, capture_output=True, timeout=300, cwd=tmp_path)
+  code = ('import omnimotion_jax.config as c; '
+          'print(c.PROJECT_CONFIGS, c.load_config("cpu_real:2000").train.num_steps)')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, 'PYTHONPATH': str(target)},
+                          timeout=120)
+  assert result.returncode == 0, result.stderr
+  folder, steps = result.stdout.split()
+  assert Path(folder) == target / 'omnimotion_jax' / 'configs' and steps == '2000'

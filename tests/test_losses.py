@@ -9,7 +9,7 @@ from omnimotion_jax import losses
 
 T, F = True, False
 
-# The reference's schedule constants (fact sheet Sec. 3).
+# The reference's schedule constants (`trainer.py`, train_one_step).
 REF_WEIGHTS = dict(w_flow=1.0, w_rgb_ramp_steps=5000, w_rgb_max=10.0,
                    w_flow_grad_ramp_steps=500000, w_flow_grad_max=0.1, w_depth_range=10.0,
                    w_distortion_start=40000, w_distortion_ramp_steps=2000,

@@ -167,24 +167,6 @@ def test_parameter_counts_match_reference():
     assert abs(counts[name] - ref) / ref < 0.02, (name, counts[name])
 
 
-def test_mapping_traces_once():
-  model = _model('cpu_tiny')
-  params = model_lib.init_params(model, jax.random.PRNGKey(0))
-  video = render.VideoShape(num_frames=5, height=16, width=16)
-  traces = []
-
-  @jax.jit
-  def mapped(p, px, src, tgt):
-    traces.append(1)
-    return render.map_pixels(model, p, px, src, tgt, video)['px_max']
-
-  px = jnp.ones((8, 2))
-  idx = jnp.zeros((8,), jnp.int32)
-  mapped(params, px, idx, idx + 1).block_until_ready()
-  mapped(params, px * 3.0, idx + 2, idx + 4).block_until_ready()
-  assert len(traces) == 1
-
-
 def test_gamma_sampler_moments():
   for shape in (0.75, 1.5):
     g = np.asarray(gamma_sample(jax.random.PRNGKey(0), shape, (100_000,)))

@@ -478,5 +478,11 @@ def test_sampled_queries_with_perfect_prediction_score_one():
     assert _scalars(result) == {k: 1.0 for k in METRIC_KEYS}, mode
 
 
-def test_protocol_constants():
-  assert metrics_lib.TAPVID_THRESHOLDS == THRESHOLDS
+def test_protocol_constants_are_tapnets():
+  # TapNet (evaluation_datasets.compute_tapvid_metrics, sample_queries_strided): thresholds of
+  # 1-16 px at 256x256, and strided queries at every 5th frame, by default.
+  assert metrics_lib.TAPVID_THRESHOLDS == (1, 2, 4, 8, 16)
+  occ = np.zeros((2, 12), bool)
+  points = np.zeros((2, 12, 2), np.float32)
+  frames = queries_lib.sample_queries_strided(occ, points)['query_points'][0, :, 0]
+  np.testing.assert_array_equal(frames, [0, 0, 5, 5, 10, 10])

@@ -132,3 +132,22 @@ def test_upsampled_strided_maps_are_exact_on_planes():
                              atol=1e-6)
   np.testing.assert_array_equal(up[:, ::3, ::3], plane[:, ::3, ::3])
   np.testing.assert_array_equal(track.upsample_strided(plane, 1, VIDEO.height, VIDEO.width), plane)
+
+
+def test_track_queries_compiles_the_mapper_once_for_any_query_count():
+  # The production mapper (make_mapper's jit) on fixed-size chunks: 1, 100 and 10,000 queries,
+  # forward and cycle-check mappings, all reuse one executable.
+  config = load_config('cpu_tiny')
+  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  params = model_lib.init_params(model, jax.random.PRNGKey(0))
+  video = render.VideoShape(num_frames=2, height=24, width=32)  # 2 frames: a cheap 10k case.
+  mapper = track.make_mapper(model, video, render.occlusion_margin(model, 1.1))
+  rng = np.random.default_rng(0)
+  for count in (1, 100, 10_000):
+    queries = np.stack([rng.integers(0, video.num_frames, count),
+                        rng.uniform(0, video.height - 1, count),
+                        rng.uniform(0, video.width - 1, count)], -1)
+    tracks, _ = track.track_queries(mapper, params, queries, video, chunk_size=4096,
+                                    occlusion_threshold=0.99, cycle_threshold=3.0)
+    assert tracks.shape == (count, video.num_frames, 2)
+  assert mapper._cache_size() == 1  # pylint: disable=protected-access

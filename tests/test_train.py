@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 
 import cv2
@@ -93,63 +94,99 @@ def test_non_finite_step_is_skipped(data):
   assert changed
 
 
-def test_train_step_traces_once(data):
-  config = _config()
-  _, _, state, step = _setup(config, data)
-  traces = []
-
-  def counted(state, data, key):
-    traces.append(1)
-    return step(state, data, key)
-
-  jitted = jax.jit(counted, donate_argnums=0)
-  d = jax.device_put(data)
-  for _ in range(3):
-    state, _ = jitted(state, d, jax.random.PRNGKey(0))
-  assert len(traces) == 1 and int(state.step) == 3
-
-
-def test_kill_and_resume_equals_uninterrupted_run(tmp_path, data):
-  # Hard mining refreshes at steps 8 and 16 are part of the replay.
-  # The per-frame affine table, initialised from the flows, and the motion labels of the
-  # motion-depth prior must be rebuilt identically too.
-  config = _config(num_steps=24, checkpoint_every=8, log_every=4, hard_mining_start=8,
-                   hard_mining_every=8, hard_mining_stride=4, steps_per_dispatch=4,
-                   w_motion_depth=1.0, motion_depth_steps=16)
+def _resume_config(**overrides):
+  """Hard mining, the per-frame affine table and the motion-depth prior all on."""
+  config = _config(**{**dict(num_steps=24, checkpoint_every=8, log_every=4, hard_mining_start=8,
+                             hard_mining_every=8, hard_mining_stride=4, steps_per_dispatch=4,
+                             w_motion_depth=1.0, motion_depth_steps=16), **overrides})
   with config.unlocked():
     config.model.bijection.frame_affine = True
-  straight = train.fit(config, tmp_path / 'a', data, progress=False)
-  interrupted = train.fit(config, tmp_path / 'b', data, progress=False, stop_at=12)
-  assert int(interrupted.step) == 12
-  # A real SIGTERM (sent here right after the step-16 checkpoint) stops the run with a
-  # checkpoint, and raises, so that no later stage runs on a partly trained model.
+  return config
+
+
+def test_fit_compiles_each_step_function_once(tmp_path, data):
+  # The production path: 14 steps = three dispatches of 4 (the last one after the hard-mining
+  # refresh at step 8 puts new error maps in the state) plus a remainder of 2 single steps.
+  config = _resume_config(num_steps=14)
+  tc = config.train
+  video = render.VideoShape(*data.frames.shape[:3])
+  model_cfg = model_lib.model_config(config.model, num_frames=video.num_frames)
+  # The very functions that fit gets from the same per-process cache.
+  _, _, multi, single = train.compiled_train_steps(
+      model_cfg, video, train.sampler_config(tc), train.loss_config(tc),
+      train.optimizer_config(tc), tc.hard_mining_start, tc.steps_per_dispatch, tc.remat_chunks)
+  assert int(train.fit(config, tmp_path, data, progress=False).step) == 14
+  assert multi is not single
+  # pylint: disable=protected-access
+  assert multi._cache_size() == 1 and single._cache_size() == 1
+  assert train.compiled_error_mapper(model_cfg, video)._cache_size() == 1
+
+
+@pytest.fixture(scope='module')
+def resume_runs(tmp_path_factory, data):
+  """One uninterrupted run (a) and one run (b) stopped at step 12, then by a real SIGTERM right
+  after the step-16 checkpoint, then resumed to the end (24 steps).
+
+  Hard-mining refreshes at steps 8 and 16, the per-frame affine table (initialised from the
+  flows) and the motion labels of the motion-depth prior must all be replayed identically.
+  """
+  root = tmp_path_factory.mktemp('resume')
+  config = _resume_config()
+  straight = train.fit(config, root / 'a', data, progress=False)
+  stopped = train.fit(config, root / 'b', data, progress=False, stop_at=12)
   send = lambda step, state: step == 16 and os.kill(os.getpid(), signal.SIGTERM)
-  with pytest.raises(TrainingInterrupted, match='step 16/24'):
-    train.fit(config, tmp_path / 'b', data, progress=False, on_checkpoint=send)
-  assert json.loads((tmp_path / 'b' / train.SUMMARY_FILE).read_text())['steps_done'] == 16
-  resumed = train.fit(config, tmp_path / 'b', data, progress=False)
+  with pytest.raises(TrainingInterrupted) as interrupted:
+    train.fit(config, root / 'b', data, progress=False, on_checkpoint=send)
+  summary_at_kill = json.loads((root / 'b' / train.SUMMARY_FILE).read_text())
+  resumed = train.fit(config, root / 'b', data, progress=False)
+  return dict(config=config, straight=straight, stopped_step=int(stopped.step),
+              kill_message=str(interrupted.value), summary_at_kill=summary_at_kill,
+              resumed=resumed, workdir=root / 'b')
+
+
+def test_stop_at_stops_with_a_checkpoint(resume_runs):
+  assert resume_runs['stopped_step'] == 12
+
+
+def test_sigterm_saves_a_checkpoint_and_raises(resume_runs):
+  # Raising keeps any later stage from running on a partly trained model.
+  assert 'step 16/24' in resume_runs['kill_message']
+  assert resume_runs['summary_at_kill']['steps_done'] == 16
+
+
+def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(resume_runs, data):
+  straight, resumed = resume_runs['straight'], resume_runs['resumed']
   assert int(resumed.step) == int(straight.step) == 24
   for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert (tmp_path / 'b' / 'config.json').exists()
   table = np.asarray(resumed.params['bijection']['frame_affine']['table'])
   assert table.shape == (data.frames.shape[0], 2, 3)
-  assert (tmp_path / 'b' / train.FRAME_AFFINE_FILE).exists()
-  logged = [l for l in (tmp_path / 'b' / train.METRICS_FILE).read_text().splitlines() if l]
-  assert len(logged) == 24 // 4  # No duplicated lines after the resume.
+  workdir = resume_runs['workdir']
+  assert (workdir / 'config.json').exists() and (workdir / train.FRAME_AFFINE_FILE).exists()
+
+
+def test_resume_logs_every_metrics_line_once(resume_runs):
+  logged = [l for l in (resume_runs['workdir'] / train.METRICS_FILE).read_text().splitlines() if l]
+  assert len(logged) == 24 // 4
   assert 'loss/motion_depth' in logged[0]
-  # Running a finished run again is a no-op (it used to fail re-saving the final step).
-  again = train.fit(config, tmp_path / 'b', data, progress=False)
-  assert int(again.step) == 24
-  # Extending it is fine; another training config is refused (it would reuse the finished run),
-  # naming the changed field. pipeline.train_stage moves such checkpoints aside instead.
-  with config.unlocked():
-    config.train.num_steps = 28
-  assert int(train.fit(config, tmp_path / 'b', data, progress=False).step) == 28
-  with config.unlocked():
-    config.train.motion_depth_steps = 12
+
+
+def test_finished_run_reruns_as_a_no_op_and_extends(resume_runs, data, tmp_path):
+  config, workdir = resume_runs['config'].copy_and_resolve_references(), tmp_path / 'b'
+  shutil.copytree(resume_runs['workdir'], workdir)
+  assert int(train.fit(config, workdir, data, progress=False).step) == 24
+  config.train.num_steps = 28
+  assert int(train.fit(config, workdir, data, progress=False).step) == 28
+
+
+def test_another_training_config_is_refused_naming_the_field(resume_runs, data, tmp_path):
+  # It would otherwise continue the finished run; pipeline.train_stage moves such checkpoints
+  # aside instead.
+  config, workdir = resume_runs['config'].copy_and_resolve_references(), tmp_path / 'b'
+  shutil.copytree(resume_runs['workdir'], workdir)
+  config.train.motion_depth_steps = 12
   with pytest.raises(UserInputError, match=r'train\.motion_depth_steps: 16 -> 12'):
-    train.fit(config, tmp_path / 'b', data, progress=False)
+    train.fit(config, workdir, data, progress=False)
 
 
 def test_motion_depth_prior_targets_near_for_moving_far_for_still_and_skips_unknown(data):

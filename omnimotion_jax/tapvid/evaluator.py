@@ -1,7 +1,7 @@
 """One-command, resumable TAP-Vid evaluation: `omnimotion-jax eval`.
 
 For every video of a TAP-Vid set, at 256x256 (the TAP-Vid protocol, and what OmniMotion's authors
-ran everything at, fact sheet Sec. 7.3):
+ran everything at, paper Table 1):
   1. sample the queries with TapNet's samplers for the query mode ('strided': every track visible
      at frames 0, 5, 10, ..., with its trackgroup; 'first': each track at its first visible frame);
   2. write the frames as lossless PNGs into OUT/videos/<id>/input;
