@@ -41,7 +41,7 @@ setup(
     ],
     extras_require={
         'cuda12': ['jax[cuda12]'],
-        'test': ['pytest>=7', 'wheel'],  # wheel: the non-editable install test builds offline.
+        'test': ['pytest>=7', 'setuptools', 'wheel'],  # The non-editable install test builds offline.
     },
     entry_points={'console_scripts': ['omnimotion-jax=omnimotion_jax.cli:main']},
 )
