@@ -12,7 +12,7 @@ Two measurements per method:
 Seconds per flow are the median over the pairs (one thread; the machine should be idle).
 
   .venv/bin/python benchmarks/flow_backends.py --frames_root out/eval/videos \
-      --gt ../shared/data/tapvid_davis32_dev/gt.npz --json benchmarks/results/flow_backends.json
+      --gt /path/to/tapvid_davis32_dev/gt.npz --json benchmarks/results/flow_backends.json
 
 Needs opencv-contrib (cv2.optflow) for everything but DIS and Farneback.
 """

@@ -19,12 +19,12 @@ project):
 Prints a markdown table and writes JSON (per video, means, wins, wall time per video, the whole
 resolved config). Re-running resumes: finished videos are skipped.
 
-  .venv/bin/python benchmarks/real_quality.py davis32 --split ../shared/data/tapvid_davis32_dev \
+  .venv/bin/python benchmarks/real_quality.py davis32 --split /path/to/tapvid_davis32_dev \
       --config cpu_real --workers 2 --json benchmarks/results/real/davis32_256_cpu_real.json
-  .venv/bin/python benchmarks/real_quality.py davis32 --split ../shared/data/tapvid_davis32_dev \
+  .venv/bin/python benchmarks/real_quality.py davis32 --split /path/to/tapvid_davis32_dev \
       --resolution full --config cpu_real --workers 2
   .venv/bin/python benchmarks/real_quality.py endpoints \
-      --split ../shared/data/tapvid_davis_full_dev --config cpu_real --workers 2
+      --split /path/to/tapvid_davis_full_dev --config cpu_real --workers 2
 """
 
 import argparse

@@ -17,7 +17,7 @@ flow target with the ground-truth point of frame j, per frame gap:
             co-visible (cycle mask; supervision onto an occluder).
 
   .venv/bin/python benchmarks/supervision.py --eval_out out/eval_davis32 \
-      --gt ../shared/data/tapvid_davis32_dev/gt.npz --json benchmarks/results/supervision.json
+      --gt /path/to/tapvid_davis32_dev/gt.npz --json benchmarks/results/supervision.json
 """
 
 import argparse
