@@ -45,6 +45,37 @@ def point_speed(gt, gt_occ, size) -> np.ndarray:
   return out
 
 
+def _distance(query_points, gt) -> np.ndarray:
+  """[N, T] frame distance |t - t_query|."""
+  t_q = np.round(query_points[:, 0]).astype(int)
+  return np.abs(np.arange(gt.shape[1])[None] - t_q[:, None])
+
+
+def _in_range(x, lo, hi):
+  return (x >= lo) & (x < hi)
+
+
+def _median(x):
+  return np.median(x) if x.size else np.nan
+
+
+def _mean(x):
+  return x.mean() if x.size else np.nan
+
+
+def _pool(items, select):
+  """Pooled over videos, where select(q, gt, gt_occ, size) -> [N, T] bool: the end-point errors
+  (px at 256x256) and false-occlusion flags of visible points, the missed flags of occluded ones."""
+  errs, false_occ, missed = [], [], []
+  for q, gt, gt_occ, pred, occ, size in items:
+    sel = select(q, gt, gt_occ, size)
+    scale = np.array([256 / size[1], 256 / size[0]])
+    errs.append(np.linalg.norm((pred - gt) * scale, axis=-1)[sel & ~gt_occ])
+    false_occ.append(occ[sel & ~gt_occ])
+    missed.append(~occ[sel & gt_occ])
+  return tuple(np.concatenate(x) for x in (errs, false_occ, missed))
+
+
 def breakdown(query_points, gt, gt_occ, pred, pred_occ, size) -> dict:
   """Per distance bucket: err / false_occ / missed (see the module docstring)."""
   t_q = np.round(query_points[:, 0]).astype(int)
@@ -112,41 +143,22 @@ def main(argv=None) -> int:
           f'OA {100 * means[keys[2]]:.1f} TC {means[keys[3]]:.3f}')
   print('\nby distance from the query frame (all videos pooled): err px / false occ / missed occ')
   for tracker, items in agg.items():
-    pooled = {}
+    cells = []
     for lo, hi in BUCKETS:
-      errs, fo, mo = [], [], []
-      for q, gt, gt_occ, pred, occ, size in items:
-        t_q = np.round(q[:, 0]).astype(int)
-        dist = np.abs(np.arange(gt.shape[1])[None] - t_q[:, None])
-        sel = (dist >= lo) & (dist <= hi)
-        scale = np.array([256 / size[1], 256 / size[0]])
-        e = np.linalg.norm((pred - gt) * scale, axis=-1)
-        errs.append(e[sel & ~gt_occ])
-        fo.append(occ[sel & ~gt_occ])
-        mo.append(~occ[sel & gt_occ])
-      e, fo, mo = (np.concatenate(x) for x in (errs, fo, mo))
-      pooled[f'{lo}-{hi}'] = (np.median(e) if e.size else np.nan, fo.mean() if fo.size else np.nan,
-                              mo.mean() if mo.size else np.nan)
-    print(f'  {tracker:10s} ' + ' | '.join(f'{k}: {v[0]:.1f} / {100 * v[1]:.0f} % / '
-                                           f'{100 * v[2]:.0f} %' for k, v in pooled.items()))
+      e, fo, mo = _pool(items, lambda q, gt, gt_occ, size: _in_range(_distance(q, gt), lo, hi + 1))
+      cells.append(f'{lo}-{hi}: {_median(e):.1f} / {100 * _mean(fo):.0f} % / '
+                   f'{100 * _mean(mo):.0f} %')
+    print(f'  {tracker:10s} ' + ' | '.join(cells))
   print('\nby speed of the ground-truth point (all videos pooled): points / err px / false occ')
   for tracker, items in agg.items():
     cells = []
     for label, lo, hi in SPEEDS:
-      errs, fo, npts = [], [], 0
-      for q, gt, gt_occ, pred, occ, size in items:
-        speed = point_speed(gt, gt_occ, size)
-        pick = (speed >= lo) & (speed < hi)
-        npts += int(pick.sum())
-        t_q = np.round(q[:, 0]).astype(int)
-        away = np.arange(gt.shape[1])[None] != t_q[:, None]
-        sel = pick[:, None] & away & ~gt_occ
-        scale = np.array([256 / size[1], 256 / size[0]])
-        errs.append(np.linalg.norm((pred - gt) * scale, axis=-1)[sel])
-        fo.append(occ[sel])
-      e, fo = np.concatenate(errs), np.concatenate(fo)
-      cells.append(f'{label}: {npts} / {np.median(e) if e.size else np.nan:.1f} / '
-                   f'{100 * fo.mean() if fo.size else np.nan:.0f} %')
+      pick = lambda q, gt, gt_occ, size: (_in_range(point_speed(gt, gt_occ, size), lo, hi)[:, None]
+                                          & (_distance(q, gt) > 0))
+      e, fo, _ = _pool(items, pick)
+      npts = sum(int(_in_range(point_speed(gt, o, size), lo, hi).sum())
+                 for _, gt, o, _, _, size in items)
+      cells.append(f'{label}: {npts} / {_median(e):.1f} / {100 * _mean(fo):.0f} %')
     print(f'  {tracker:10s} ' + ' | '.join(cells))
   if args.json:
     Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -121,7 +121,8 @@ def get_config() -> ml_collections.ConfigDict:
   bij.precision = 'highest'
   # Optional per-depth 2D affine map applied before the coupling layers (local -> canonical).
   bij.use_affine = True
-  # The reference silently builds an 8-layer ReLU MLP of width 256 here (`networks/nvp_simplified.py`).
+  # The reference silently builds an 8-layer ReLU MLP of width 256 here
+  # (`networks/nvp_simplified.py`).
   bij.affine_depth = 8
   bij.affine_width = 256
   bij.affine_pe_freqs = 4

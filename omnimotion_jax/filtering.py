@@ -17,7 +17,8 @@ For an ordered pair (i, j) the filters produce two disjoint boolean masks over f
     `occlusion_return_threshold` of p + f_ij(p), and p + f_ij(p) lies inside frame j.
 
 `chain_flows` then extends reliable correspondences to long gaps by composing adjacent flows
-(reference `preprocessing/chain_raft.py`), with an RGB (and optional feature) consistency check at every step.
+(reference `preprocessing/chain_raft.py`), with an RGB (and optional feature) consistency check
+at every step.
 """
 
 from typing import NamedTuple

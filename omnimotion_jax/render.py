@@ -1,9 +1,10 @@
 """Ray sampling, alpha compositing, pixel mapping between frames, occlusion and pseudo-depth.
 
 Paper Sec. 3.3 (compositing, frame-to-frame mapping) and the reference's `viz.py` /
-`trainer.py` (argmax-weight mapping, opacity-in-front occlusion). Pixels are (x, y) raster px (integer = pixel centre) in frames of
-size H x W; frame indices are ints in [0, N). The model is applied through `model.apply`, so every
-function here is pure in `params` and can be jitted, vmapped and differentiated.
+`trainer.py` (argmax-weight mapping, opacity-in-front occlusion). Pixels are (x, y) raster px
+(integer = pixel centre) in frames of size H x W; frame indices are ints in [0, N). The model is
+applied through `model.apply`, so every function here is pure in `params` and can be jitted,
+vmapped and differentiated.
 """
 
 import dataclasses
