@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
   sys.path.insert(0, str(REPO_ROOT))
 
-from omnimotion_jax import sampler  # noqa: E402
+from omnimotion_jax.train import sampler  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / 'results'
 

@@ -26,7 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omnimotion_jax import baselines, evaluate, pipeline, store  # noqa: E402
+from omnimotion_jax.evaluation import baselines  # noqa: E402
+from omnimotion_jax.evaluation import score as evaluate  # noqa: E402
+from omnimotion_jax import pipeline  # noqa: E402
+from omnimotion_jax.data import store  # noqa: E402
 from omnimotion_jax.config import load_config  # noqa: E402
 
 BUCKETS = ((1, 2), (3, 5), (6, 10), (11, 20), (21, 10_000))

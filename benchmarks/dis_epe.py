@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from skimage import data as skdata
 
-from omnimotion_jax import flow as flow_lib
+from omnimotion_jax.data import flow as flow_lib
 
 RESULTS = Path(__file__).parent / 'results' / 'dis_epe.json'
 REPEATS = 3  # timing repeats (the fastest is reported)

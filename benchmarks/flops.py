@@ -157,8 +157,9 @@ def depth_flops_per_pixel(config) -> float:
 def build_train_step(config, num_frames: int, height: int, width: int, seed: int = 0):
   """(jitted step with the state donated, state, device data, root key), as train.fit builds them."""
   import jax  # pylint: disable=g-import-not-at-top
-  from omnimotion_jax import render, train  # pylint: disable=g-import-not-at-top
-  from omnimotion_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.model import render  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.train import loop as train  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.model import model as model_lib  # pylint: disable=g-import-not-at-top
 
   tc = config.train
   data = common.synthetic_train_data(num_frames, height, width)

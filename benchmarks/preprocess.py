@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from omnimotion_jax import pairs as pairs_lib
-from omnimotion_jax import synthetic
+from omnimotion_jax.data import pairs as pairs_lib
+from omnimotion_jax.data import synthetic
 from omnimotion_jax.config import load_config
 
 RESULTS = Path(__file__).parent / 'results' / 'preprocess.json'
@@ -54,7 +54,7 @@ def chain_steps(pairs: np.ndarray, num_frames: int) -> int:
 
 def run_case(frames_dir: str, workdir: str, plan: str) -> dict:
   """Child process: preprocess one case and return its report plus peak RSS."""
-  from omnimotion_jax.preprocess import preprocess  # pylint: disable=import-outside-toplevel
+  from omnimotion_jax.data.preprocess import preprocess  # pylint: disable=import-outside-toplevel
   cfg = load_config('default').data
   cfg.pair_plan = plan
   cfg.flow_backend = 'dis'

@@ -34,7 +34,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omnimotion_jax import cli, evaluate, pipeline, synthetic  # noqa: E402
+from omnimotion_jax import cli  # noqa: E402
+from omnimotion_jax.evaluation import score as evaluate  # noqa: E402
+from omnimotion_jax import pipeline  # noqa: E402
+from omnimotion_jax.data import synthetic  # noqa: E402
 from omnimotion_jax.config import config_hash, load_config  # noqa: E402
 
 TRACKERS = ('omnimotion', 'chained', 'direct')

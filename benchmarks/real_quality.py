@@ -38,9 +38,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omnimotion_jax import evaluate, pipeline, workers  # noqa: E402
+from omnimotion_jax.evaluation import score as evaluate  # noqa: E402
+from omnimotion_jax import pipeline  # noqa: E402
+from omnimotion_jax.evaluation import workers  # noqa: E402
 from omnimotion_jax.config import config_hash, load_config  # noqa: E402
-from omnimotion_jax.tapvid import evaluator  # noqa: E402
+from omnimotion_jax.evaluation import suite as evaluator  # noqa: E402
 
 TRACKERS = ('omnimotion', 'chained', 'direct')
 THRESHOLDS = (1, 2, 4, 8, 16)

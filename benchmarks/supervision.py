@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omnimotion_jax import filtering, store  # noqa: E402
+from omnimotion_jax.data import filtering  # noqa: E402
+from omnimotion_jax.data import store  # noqa: E402
 
 BAD_PX = 8.0  # A valid correspondence further than this (px at 256x256) from the truth is wrong.
 METRIC_SIZE = 256

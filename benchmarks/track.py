@@ -54,8 +54,9 @@ def run(config_name: str, overrides: list[str], frames: int, size: tuple[int, in
   """Runs the requested measurements in this process; returns the JSON payload."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from omnimotion_jax import render, track  # pylint: disable=g-import-not-at-top
-  from omnimotion_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.model import render  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax import track  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.model import model as model_lib  # pylint: disable=g-import-not-at-top
   from omnimotion_jax.config import config_hash, load_config  # pylint: disable=g-import-not-at-top
 
   config = load_config(config_name, overrides)

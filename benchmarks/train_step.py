@@ -111,7 +111,7 @@ def run_one(config_name: str, overrides: list[str], frames: int, size: tuple[int
             steps: int, warmup: int, measure_peak: bool, label: str | None = None) -> dict:
   """Builds, compiles and times one setting in this process; returns the JSON row."""
   import jax  # pylint: disable=g-import-not-at-top
-  from omnimotion_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.model import model as model_lib  # pylint: disable=g-import-not-at-top
   from omnimotion_jax.config import config_hash, load_config  # pylint: disable=g-import-not-at-top
 
   config = load_config(config_name, overrides)

@@ -44,7 +44,7 @@ def _add_config_args(p: argparse.ArgumentParser, default: str = 'default') -> No
 def cmd_config(args) -> None:
   """Prints the resolved config and the model's parameter counts."""
   import jax
-  from omnimotion_jax import model as model_lib
+  from omnimotion_jax.model import model as model_lib
   from omnimotion_jax.config import config_hash, load_config
 
   config = load_config(args.config, args.overrides)
@@ -61,7 +61,7 @@ def cmd_config(args) -> None:
 
 def cmd_synth(args) -> None:
   """Writes one synthetic video with exact ground-truth tracks."""
-  from omnimotion_jax import synthetic
+  from omnimotion_jax.data import synthetic
 
   height, width = args.size
   result = synthetic.synth_command(args.seed, args.out, frames=args.frames, height=height,
@@ -130,7 +130,7 @@ def cmd_run(args) -> None:
 
 
 def cmd_viz(args) -> None:
-  from omnimotion_jax import report
+  from omnimotion_jax.viz import report
   index = report.viz_command(args.workdir, fps=args.fps)
   print(f'report: {index}')
 
@@ -146,7 +146,7 @@ def cmd_demo(args) -> None:
 
 def cmd_eval(args) -> None:
   """Resumable TAP-Vid evaluation of a whole set (or one shard of it)."""
-  from omnimotion_jax.tapvid import evaluator
+  from omnimotion_jax.evaluation import suite as evaluator
   label = ' '.join([args.config] + [f'--set {item}' for item in args.overrides])
   summary = evaluator.run_evaluation(
       args.dataset, args.query_mode, _load(args), args.manual_dir, args.out,

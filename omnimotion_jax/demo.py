@@ -12,8 +12,11 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from omnimotion_jax import evaluate, pipeline, synthetic, viz
-from omnimotion_jax import video as video_lib
+from omnimotion_jax.evaluation import score as evaluate
+from omnimotion_jax import pipeline
+from omnimotion_jax.data import synthetic
+from omnimotion_jax.viz import drawing as viz
+from omnimotion_jax.data import video as video_lib
 
 # The bundled input: seed, frames, height, width, objects (crossing, leaving and re-entering).
 DEMO_VIDEO = dict(seed=4242, num_frames=32, height=128, width=160, num_layers=3)

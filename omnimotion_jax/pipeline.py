@@ -21,9 +21,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from omnimotion_jax import checkpoint, fileio, render, sampler, store, track, train
-from omnimotion_jax import model as model_lib
-from omnimotion_jax import preprocess as preprocess_lib
+from omnimotion_jax import checkpoint
+from omnimotion_jax import fileio
+from omnimotion_jax.model import render
+from omnimotion_jax.train import sampler
+from omnimotion_jax.data import store
+from omnimotion_jax import track
+from omnimotion_jax.train import loop as train
+from omnimotion_jax.model import model as model_lib
+from omnimotion_jax.data import preprocess as preprocess_lib
 from omnimotion_jax.errors import UserInputError
 
 TIMINGS_FILE = 'timings.json'
@@ -230,7 +236,7 @@ def depth_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool
 
 
 def report_stage(workdir: Path) -> Path:
-  from omnimotion_jax import report  # pylint: disable=g-import-not-at-top  (matplotlib)
+  from omnimotion_jax.viz import report  # pylint: disable=g-import-not-at-top  (matplotlib)
   start = time.time()
   index = report.viz_command(workdir)
   record_timing(workdir, 'viz', time.time() - start)

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from omnimotion_jax import render
-from omnimotion_jax.model import OmniMotion
+from omnimotion_jax.model import render
+from omnimotion_jax.model.model import OmniMotion
 
 
 def make_mapper(model: OmniMotion, video: render.VideoShape, occlusion_margin: float,

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from omnimotion_jax import baselines
-from omnimotion_jax import filtering
-from omnimotion_jax import store
-from omnimotion_jax import synthetic
+from omnimotion_jax.evaluation import baselines
+from omnimotion_jax.data import filtering
+from omnimotion_jax.data import store
+from omnimotion_jax.data import synthetic
 from omnimotion_jax.errors import UserInputError
 from omnimotion_jax.tapvid import compute_tapvid_metrics
 

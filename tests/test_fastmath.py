@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from omnimotion_jax import fastmath
+from omnimotion_jax.model import fastmath
 
 
 @pytest.mark.parametrize('fn, exact, dexact', [

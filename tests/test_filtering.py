@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from omnimotion_jax import filtering
+from omnimotion_jax.data import filtering
 
 H, W = 20, 40
 CYCLE_TH = 3.0

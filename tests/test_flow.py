@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from omnimotion_jax import flow as flow_lib
-from omnimotion_jax import store as store_lib
+from omnimotion_jax.data import flow as flow_lib
+from omnimotion_jax.data import store as store_lib
 from omnimotion_jax.config import load_config
 from omnimotion_jax.errors import UserInputError
-from omnimotion_jax.preprocess import preprocess
+from omnimotion_jax.data.preprocess import preprocess
 
 TEX_H, TEX_W = 96, 128
 MARGIN = 12  # px ignored at the border (pixels moving in / out of view)

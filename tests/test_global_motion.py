@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from omnimotion_jax import global_motion
+from omnimotion_jax.train import priors as global_motion
 
 H, W, N = 40, 60, 6
 

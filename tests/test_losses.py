@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from omnimotion_jax import losses
+from omnimotion_jax.train import losses
 
 T, F = True, False
 

@@ -5,10 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from omnimotion_jax import geometry, render
-from omnimotion_jax import model as model_lib
+from omnimotion_jax.model import geometry
+from omnimotion_jax.model import render
+from omnimotion_jax.model import model as model_lib
 from omnimotion_jax.config import load_config
-from omnimotion_jax.gabor import gamma_sample
+from omnimotion_jax.model.gabor import gamma_sample
 
 
 def _model(name='default', num_frames=0, **bijection_overrides):

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from omnimotion_jax import flow as flow_lib
-from omnimotion_jax import pairs as pairs_lib
-from omnimotion_jax import preprocess as preprocess_lib
-from omnimotion_jax import store as store_lib
+from omnimotion_jax.data import flow as flow_lib
+from omnimotion_jax.data import pairs as pairs_lib
+from omnimotion_jax.data import preprocess as preprocess_lib
+from omnimotion_jax.data import store as store_lib
 from omnimotion_jax.config import load_config
 from omnimotion_jax.errors import UserInputError
 

@@ -6,7 +6,7 @@ Kept small (<= 128 px, <= 24 frames) so the file runs in a few seconds on a shar
 import numpy as np
 import pytest
 
-from omnimotion_jax import synthetic
+from omnimotion_jax.data import synthetic
 from omnimotion_jax.errors import UserInputError
 
 SEED = 7

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import omnimotion_jax.tapvid  # noqa: F401  (registers the builders)
-from omnimotion_jax import synthetic
+import omnimotion_jax.evaluation.builders  # noqa: F401  (registers the builders)
+from omnimotion_jax.data import synthetic
 from omnimotion_jax.errors import UserInputError
-from omnimotion_jax.tapvid import builders
+from omnimotion_jax.evaluation import builders
 
 SIZE = 256
 # A small video, not square, so that x and y scale differently (4x and 5.33x).

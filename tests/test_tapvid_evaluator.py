@@ -13,7 +13,7 @@ import pytest
 from omnimotion_jax import cli
 from omnimotion_jax.config import load_config
 from omnimotion_jax.errors import UserInputError
-from omnimotion_jax.tapvid import evaluator
+from omnimotion_jax.evaluation import suite as evaluator
 
 DATASET = 'tapvid_synthetic'
 RESOLUTION = 'mini_256x256'

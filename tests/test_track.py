@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from omnimotion_jax import render, track
-from omnimotion_jax import model as model_lib
+from omnimotion_jax.model import render
+from omnimotion_jax import track
+from omnimotion_jax.model import model as model_lib
 from omnimotion_jax.config import load_config
 
 VIDEO = render.VideoShape(num_frames=6, height=24, width=32)

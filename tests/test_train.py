@@ -12,8 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from omnimotion_jax import pipeline, render, sampler, synthetic, train
-from omnimotion_jax import model as model_lib
+from omnimotion_jax import pipeline
+from omnimotion_jax.model import render
+from omnimotion_jax.train import sampler
+from omnimotion_jax.data import synthetic
+from omnimotion_jax.train import loop as train
+from omnimotion_jax.model import model as model_lib
 from omnimotion_jax.config import load_config
 from omnimotion_jax.errors import TrainingInterrupted, UserInputError
 

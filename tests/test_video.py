@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from omnimotion_jax import video
+from omnimotion_jax.data import video
 from omnimotion_jax.errors import UserInputError
 
 NUM_FRAMES = 6

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from omnimotion_jax import report, synthetic, viz
-from omnimotion_jax import video as video_lib
+from omnimotion_jax.viz import report
+from omnimotion_jax.data import synthetic
+from omnimotion_jax.viz import drawing as viz
+from omnimotion_jax.data import video as video_lib
 from omnimotion_jax.errors import UserInputError
 
 NUM_FRAMES, SIZE = 8, 64

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from omnimotion_jax import workers
+from omnimotion_jax.evaluation import workers
 from omnimotion_jax.errors import UserInputError
 
 CORES = sorted(os.sched_getaffinity(0))

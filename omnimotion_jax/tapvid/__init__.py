@@ -1,6 +1,5 @@
 """TAP-Vid evaluation, computed exactly as TapNet computes it (plus OmniMotion's TC)."""
 
-from omnimotion_jax.tapvid import builders  # noqa: F401  (registers the tapvid_* TFDS builders)
 from omnimotion_jax.tapvid.metrics import compute_tapvid_metrics
 from omnimotion_jax.tapvid.metrics import convert_grid_coordinates
 from omnimotion_jax.tapvid.metrics import temporal_coherence

@@ -17,7 +17,11 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from omnimotion_jax import baselines, fileio, pipeline, store, tapvid
+from omnimotion_jax.evaluation import baselines
+from omnimotion_jax import fileio
+from omnimotion_jax import pipeline
+from omnimotion_jax.data import store
+from omnimotion_jax import tapvid
 from omnimotion_jax.errors import UserInputError
 
 GT_FILE = 'gt.npz'
@@ -67,8 +71,8 @@ def input_frames(seq: store.SequenceData) -> np.ndarray:
   meta = seq.meta
   if tuple(meta.get('input_size', seq.size)) == tuple(seq.size):
     return np.asarray(seq.frames)
-  from omnimotion_jax import flow as flow_lib  # pylint: disable=import-outside-toplevel
-  from omnimotion_jax import video as video_lib  # pylint: disable=import-outside-toplevel
+  from omnimotion_jax.data import flow as flow_lib  # pylint: disable=import-outside-toplevel
+  from omnimotion_jax.data import video as video_lib  # pylint: disable=import-outside-toplevel
   source = Path(meta['source'])
   if meta.get('masks_from') == 'omnimotion_dir' or (source / flow_lib.COLOR_DIR).is_dir():
     source = source / flow_lib.COLOR_DIR  # A reference sequence folder: its frames.

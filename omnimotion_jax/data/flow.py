@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from omnimotion_jax import video as video_lib
+from omnimotion_jax.data import video as video_lib
 from omnimotion_jax.errors import UserInputError
 
 BACKENDS = ('dis', 'deepflow', 'files', 'omnimotion_dir')

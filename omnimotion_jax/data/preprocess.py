@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from omnimotion_jax import filtering
-from omnimotion_jax import flow as flow_lib
-from omnimotion_jax import pairs as pairs_lib
-from omnimotion_jax import store as store_lib
-from omnimotion_jax import video as video_lib
+from omnimotion_jax.data import filtering
+from omnimotion_jax.data import flow as flow_lib
+from omnimotion_jax.data import pairs as pairs_lib
+from omnimotion_jax.data import store as store_lib
+from omnimotion_jax.data import video as video_lib
 from omnimotion_jax.config import config_hash
 from omnimotion_jax.errors import UserInputError
 

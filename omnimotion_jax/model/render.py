@@ -12,8 +12,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from omnimotion_jax import geometry
-from omnimotion_jax.model import OmniMotion, frame_times
+from omnimotion_jax.model import geometry
+from omnimotion_jax.model.model import OmniMotion, frame_times
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,8 +21,13 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from omnimotion_jax import checkpoint, global_motion, losses, render, sampler, track
-from omnimotion_jax import model as model_lib
+from omnimotion_jax import checkpoint
+from omnimotion_jax.train import priors as global_motion
+from omnimotion_jax.train import losses
+from omnimotion_jax.model import render
+from omnimotion_jax.train import sampler
+from omnimotion_jax import track
+from omnimotion_jax.model import model as model_lib
 from omnimotion_jax.config import config_hash, flatten_dict
 from omnimotion_jax.errors import TrainingInterrupted, UserInputError
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from omnimotion_jax import video as video_lib
+from omnimotion_jax.data import video as video_lib
 
 log = logging.getLogger(__name__)
 
@@ -623,13 +623,13 @@ def load_frames(workdir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | N
 
 def _input_scale(workdir: Path, frames: np.ndarray) -> tuple[float, float]:
   """(sx, sy) model px per input px: tracks files are in the INPUT video's px, frames are not."""
-  from omnimotion_jax import store  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.data import store  # pylint: disable=g-import-not-at-top
   return store.input_scale(store.read_meta(workdir / 'sequence.npz') or {}, frames.shape[1:3])
 
 
 def _tracks_to_model(tracks: np.ndarray, query_points: np.ndarray | None, sx: float, sy: float):
   """Input px -> model px for tracks [..., 2] (x, y) and optional queries [Q, 3] (t, y, x)."""
-  from omnimotion_jax import store  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.data import store  # pylint: disable=g-import-not-at-top
   tracks = store.rescale_xy(tracks, sx, sy).astype(np.float64)
   if query_points is not None:
     query_points = store.rescale_tyx(query_points, sx, sy).astype(np.float64)

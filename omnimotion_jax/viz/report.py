@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from omnimotion_jax import fileio, viz
+from omnimotion_jax import fileio
+from omnimotion_jax.viz import drawing as viz
 from omnimotion_jax.config import flatten_dict
 from omnimotion_jax.errors import UserInputError
 

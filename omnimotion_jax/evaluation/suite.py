@@ -43,11 +43,14 @@ import cv2
 import ml_collections
 import numpy as np
 
-from omnimotion_jax import evaluate, fileio, pipeline
-from omnimotion_jax import workers as workers_lib
+from omnimotion_jax.evaluation import score as evaluate
+from omnimotion_jax import fileio
+from omnimotion_jax import pipeline
+from omnimotion_jax.evaluation import workers as workers_lib
 from omnimotion_jax.config import config_hash, load_config
 from omnimotion_jax.errors import UserInputError
-from omnimotion_jax.tapvid import builders, queries
+from omnimotion_jax.evaluation import builders
+from omnimotion_jax.tapvid import queries
 
 # ---------------------------------------------------------------------------------------------
 # Constants.

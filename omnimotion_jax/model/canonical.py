@@ -7,8 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from omnimotion_jax.gabor import GaborNet, GaborNetConfig
-from omnimotion_jax.geometry import contract
+from omnimotion_jax.model.gabor import GaborNet, GaborNetConfig
+from omnimotion_jax.model.geometry import contract
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,11 +44,11 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from omnimotion_jax import filtering
-from omnimotion_jax import flow as flow_lib
+from omnimotion_jax.data import filtering
+from omnimotion_jax.data import flow as flow_lib
 from omnimotion_jax.errors import UserInputError
-from omnimotion_jax import store as store_lib
-from omnimotion_jax.store import SequenceData
+from omnimotion_jax.data import store as store_lib
+from omnimotion_jax.data.store import SequenceData
 
 # A flow function: (frame_a, frame_b) uint8 [H, W, 3] -> float32 [H, W, 2] (dx, dy) px, a -> b.
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]

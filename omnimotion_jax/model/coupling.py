@@ -29,8 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from omnimotion_jax import fastmath
-from omnimotion_jax.gabor import torch_dense, torch_linear_init
+from omnimotion_jax.model import fastmath
+from omnimotion_jax.model.gabor import torch_dense, torch_linear_init
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,7 @@ pixel-centre raster px and is normalised the same way.
 Commands (manual files: see `MANUAL_DOWNLOAD_INSTRUCTIONS` of each builder):
 
   import tensorflow_datasets as tfds
-  import omnimotion_jax.tapvid  # registers the builders
+  import omnimotion_jax.evaluation.builders  # registers the builders
   builder = tfds.builder('tapvid_davis', data_dir='/data/tfds')        # or 'tapvid_davis/full'
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir='/data/tapvid'))
@@ -52,7 +52,7 @@ Commands (manual files: see `MANUAL_DOWNLOAD_INSTRUCTIONS` of each builder):
   example = ds[0]   # dict of numpy arrays, see above
 
   # or, preparing on first use and yielding plain numpy dicts:
-  from omnimotion_jax.tapvid.builders import load_tapvid
+  from omnimotion_jax.evaluation.builders import load_tapvid
   for example in load_tapvid('tapvid_davis', '/data/tfds', manual_dir='/data/tapvid'):
     ...
 
@@ -74,7 +74,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from omnimotion_jax import synthetic
+from omnimotion_jax.data import synthetic
 from omnimotion_jax.errors import UserInputError
 
 # ---------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from omnimotion_jax.canonical import CanonicalConfig, CanonicalField
-from omnimotion_jax.coupling import Bijection, BijectionConfig
-from omnimotion_jax.gabor import GaborNet, GaborNetConfig
+from omnimotion_jax.model.canonical import CanonicalConfig, CanonicalField
+from omnimotion_jax.model.coupling import Bijection, BijectionConfig
+from omnimotion_jax.model.gabor import GaborNet, GaborNetConfig
 
 
 @dataclasses.dataclass(frozen=True)

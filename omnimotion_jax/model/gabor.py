@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from omnimotion_jax import fastmath
+from omnimotion_jax.model import fastmath
 
 
 def torch_linear_init(fan_in: int):
