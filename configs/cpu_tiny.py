@@ -25,8 +25,8 @@ def get_config():
   model.bijection.affine_width = 32
   train = config.train
   train.num_steps = 50
-  train.num_pairs = 2
-  train.num_points = 32
+  train.sampling.num_pairs = 2
+  train.sampling.num_points = 32
   train.remat_chunks = 1  # Small batches: activations fit in cache anyway; no extra forward.
   train.log_every = 10
   train.checkpoint_every = 25

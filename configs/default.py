@@ -126,82 +126,86 @@ def get_config() -> ml_collections.ConfigDict:
   bij.affine_depth = 8
   bij.affine_width = 256
   bij.affine_pe_freqs = 4
-  # Not in the reference: a per-frame 2D affine table applied first (local -> canonical), meant to
-  # hold the camera motion (see train.frame_affine_init). Off here, as in the reference.
-  bij.frame_affine = False
-
 
   # ---------------------------------------------------------------------------------------------
-  # Test-time optimisation (paper Sec. 4; reference `trainer.py`, `loaders/raft.py`).
+  # Test-time optimisation (paper Sec. 4; reference `trainer.py`, `loaders/raft.py`). Each
+  # sub-section maps one to one onto a dataclass of omnimotion_jax/train/.
   train = config.train = ml_collections.ConfigDict()
   train.num_steps = 100_000          # Optimisation steps (the paper trains 200k).
-  train.num_pairs = 8                # Frame pairs per step.
-  train.num_points = 256             # Points (rays) per pair; 8 x 256 = 2048 rays per step.
-  # Adam learning rates of the three parameter groups.
-  train.lr_time_net = 1e-3           # Time-code network (GaborNet on t).
-  train.lr_bijection = 1e-4          # Coupling layers, their code/position projections, affine MLP.
-  train.lr_canonical = 3e-4          # Canonical colour/density field.
-  train.lr_decay_every = 20_000      # Steps between learning-rate halvings (StepLR).
-  train.lr_decay_factor = 0.5        # Multiplier applied every lr_decay_every steps.
-  train.adam_b1 = 0.9
-  train.adam_b2 = 0.999
-  train.adam_eps = 1e-8
-  # Initial per-frame affine table (only with model.bijection.frame_affine): 'identity', or 'flow'
-  # for the dominant motion of the adjacent cycle-consistent flows (global_motion.py).
-  train.frame_affine_init = 'flow'
-  train.frame_affine_max_radius = 2.0  # Canonical reach of the frame corners (global_motion.py).
-  # Dominant-motion fit of the adjacent flows (global_motion.py), shared by the per-frame affine
-  # init above and the motion-depth prior below.
-  train.motion_fit_points = 4000     # Valid pixels drawn per adjacent pair.
-  train.motion_fit_hypotheses = 200  # RANSAC hypotheses per pair.
-  train.motion_fit_inlier_px = 1.0   # RANSAC inlier threshold (px).
-  train.grad_clip_norm = 0.0         # Global-norm gradient clipping; 0 disables it.
-  # Pair sampling: maximum frame gap M starts here and grows by 1 every max_gap_grow_every steps.
-  train.max_gap_start = 20           # Frames.
-  train.max_gap_grow_every = 2000    # Steps.
-  train.adjacent_mass = 0.5          # Probability mass given to adjacent source/target frames.
-  train.swap_prob = 0.5              # Probability of swapping a pair's direction.
-  # Hard mining (error-map sampling of points and error-weighted source frames).
-  train.hard_mining_start = 20_000   # Step from which error maps are used.
-  train.hard_mining_every = 20_000   # Steps between error-map refreshes.
-  train.hard_mining_fraction = 0.5   # Fraction of points drawn from the error map (0 = off).
-  train.hard_mining_stride = 1       # Error maps are rendered at every stride-th pixel (px).
-  train.error_map_blur_ksize = 5     # Gaussian blur of the error maps (px, OpenCV auto sigma).
-  # Loss weights and schedules (s = step, starting at 1).
-  train.w_flow = 1.0                 # Flow L1 (px).
-  train.w_rgb_ramp_steps = 5000      # Photometric weight w_rgb = clip(s / ramp, 0, w_rgb_max).
-  train.w_rgb_max = 10.0
-  train.w_flow_grad_ramp_steps = 500_000  # Flow-"gradient" weight clip(s / ramp, 0, max).
-  train.w_flow_grad_max = 0.1
-  train.w_depth_range = 10.0         # Penalty on mapped depths leaving [min_depth, max_depth].
-  train.w_distortion_start = 40_000  # Distortion loss is off until this step ...
-  train.w_distortion_ramp_steps = 2000  # ... then ramps over this many steps ...
-  train.w_distortion_max = 10.0      # ... to this weight.
-  train.w_smooth = 20.0              # 3D-acceleration smoothness on (i-1, i, i+1).
-  train.smooth_points_fraction = 0.25  # Fraction of each pair's points used by smoothness.
-  # Motion-depth prior (not in the reference; off here): for the first motion_depth_steps steps,
-  # pull the expected depth of source rays to motion_depth_near where the pixel's adjacent flow
-  # departs from the dominant (camera) motion by > motion_threshold_px, and to motion_depth_far
-  # where it follows it; the weight decays linearly to 0. It seeds the depth layering that
-  # independently moving objects need (benchmarks/QUALITY.md, session 3).
-  train.w_motion_depth = 0.0
-  train.motion_depth_steps = 20_000
-  train.motion_threshold_px = 1.0
-  train.motion_depth_near = 0.5
-  train.motion_depth_far = 1.5
   # Map the rays of a step in this many rematerialised chunks (render.remat_chunks): same losses,
   # about 1/remat_chunks of the activation memory, one extra forward pass. 1 = off. On the 2-core
-  # CPU, 16 is also the fastest: 14.2 s/step and 2.6 GB peak vs 17.9 s and 16.7 GB with 1
-  # (benchmarks/README.md); the smaller working set more than pays for the extra forward.
+  # CPU, 16 is also the fastest for this setting (benchmarks/README.md): the smaller working set
+  # more than pays for the extra forward.
   train.remat_chunks = 16
-  # The reference drops the largest per-point error in every L1 term (a quantile quirk); keep it
-  # as an explicit option (reference `trainer.py`, masked_l1_loss).
-  train.drop_max_error = True
-  # Bookkeeping.
+  # Bookkeeping: these may change when a run is resumed.
   train.log_every = 100              # Steps between metric lines in metrics.jsonl.
   train.checkpoint_every = 20_000    # Steps between checkpoints.
   train.checkpoint_keep = 3          # Newest checkpoints kept on disk.
   train.steps_per_dispatch = 1       # Train steps fused into one compiled call (lax.scan).
+
+  # Adam with one step-decayed learning rate per parameter group (train/step.py, OptimConfig).
+  optim = train.optim = ml_collections.ConfigDict()
+  optim.lr_time_net = 1e-3           # Time-code network (GaborNet on t).
+  optim.lr_bijection = 1e-4          # Coupling layers, their code/position projections, affine MLP.
+  optim.lr_canonical = 3e-4          # Canonical colour/density field.
+  optim.lr_decay_every = 20_000      # Steps between learning-rate halvings (StepLR).
+  optim.lr_decay_factor = 0.5        # Multiplier applied every lr_decay_every steps.
+  optim.adam_b1 = 0.9
+  optim.adam_b2 = 0.999
+  optim.adam_eps = 1e-8
+  optim.grad_clip_norm = 0.0         # Global-norm gradient clipping; 0 disables it.
+
+  # Pair and point sampling (train/sampler.py, SamplerConfig).
+  sampling = train.sampling = ml_collections.ConfigDict()
+  sampling.num_pairs = 8             # Frame pairs per step.
+  sampling.num_points = 256          # Points (rays) per pair; 8 x 256 = 2048 rays per step.
+  # Maximum frame gap M starts here and grows by 1 every max_gap_grow_every steps.
+  sampling.max_gap_start = 20        # Frames.
+  sampling.max_gap_grow_every = 2000  # Steps.
+  sampling.adjacent_mass = 0.5       # Probability mass given to adjacent source/target frames.
+  sampling.swap_prob = 0.5           # Probability of swapping a pair's direction.
+  sampling.hard_mining_fraction = 0.5  # Fraction of points drawn from the error map (0 = off).
+
+  # Hard mining: error maps of the adjacent flows (train/priors.py, HardMiningConfig).
+  hard = train.hard_mining = ml_collections.ConfigDict()
+  hard.start = 20_000                # Step from which error maps are used.
+  hard.every = 20_000                # Steps between error-map refreshes.
+  hard.stride = 1                    # Error maps are rendered at every stride-th pixel (px).
+  hard.blur_ksize = 5                # Gaussian blur of the error maps (px, OpenCV auto sigma).
+
+  # Loss weights and schedules, s = step starting at 1 (train/step.py, LossConfig).
+  loss = train.loss = ml_collections.ConfigDict()
+  loss.w_flow = 1.0                  # Flow L1 (px).
+  loss.w_rgb_ramp_steps = 5000       # Photometric weight w_rgb = clip(s / ramp, 0, w_rgb_max).
+  loss.w_rgb_max = 10.0
+  loss.w_flow_grad_ramp_steps = 500_000  # Flow-"gradient" weight clip(s / ramp, 0, max).
+  loss.w_flow_grad_max = 0.1
+  loss.w_depth_range = 10.0          # Penalty on mapped depths leaving [min_depth, max_depth].
+  loss.w_distortion_start = 40_000   # Distortion loss is off until this step ...
+  loss.w_distortion_ramp_steps = 2000  # ... then ramps over this many steps ...
+  loss.w_distortion_max = 10.0       # ... to this weight.
+  loss.w_smooth = 20.0               # 3D-acceleration smoothness on (i-1, i, i+1).
+  loss.smooth_points_fraction = 0.25  # Fraction of each pair's points used by smoothness.
+  # The reference drops the largest per-point error in every L1 term (a quantile quirk); keep it
+  # as an explicit option (reference `trainer.py`, masked_l1_loss).
+  loss.drop_max_error = True
+  # Motion-depth prior (not in the reference; off here): for the first motion_depth_steps steps,
+  # pull the expected depth of source rays to motion_depth_near where the pixel's adjacent flow
+  # departs from the dominant (camera) motion (train.priors), and to motion_depth_far where it
+  # follows it; the weight decays linearly to 0. It seeds the depth layering that independently
+  # moving objects need (benchmarks/QUALITY.md, session 3).
+  loss.w_motion_depth = 0.0
+  loss.motion_depth_steps = 20_000
+  loss.motion_depth_near = 0.5
+  loss.motion_depth_far = 1.5
+
+  # Dominant-motion fit of the adjacent flows, for the motion-depth labels (train/priors.py,
+  # PriorsConfig).
+  priors = train.priors = ml_collections.ConfigDict()
+  priors.motion_fit_points = 4000    # Valid pixels drawn per adjacent pair.
+  priors.motion_fit_hypotheses = 200  # RANSAC hypotheses per pair.
+  priors.motion_fit_inlier_px = 1.0  # RANSAC inlier threshold (px).
+  priors.motion_threshold_px = 1.0   # Flow departing from the fit by more than this is "moving".
 
   # ---------------------------------------------------------------------------------------------
   # Tracking / inference (reference `viz.py`).

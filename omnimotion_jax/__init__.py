@@ -1,11 +1,8 @@
 """omnimotion_jax: OmniMotion ("Tracking Everything Everywhere All at Once") in JAX/Flax.
 
-Pipeline, one module per stage:
-  video.py -> flow.py / filtering.py / pairs.py -> store.py        (video -> correspondences)
-  gabor.py, coupling.py, canonical.py, model.py, geometry.py, render.py   (model)
-  losses.py, sampler.py, train.py                                   (test-time optimisation)
-  track.py                                                          (tracking)
-  tapvid/ (metrics, queries, TFDS builders), synthetic.py, viz.py   (evaluation, visualisation)
+Folders in pipeline order: data/ (video -> correspondences) -> model/ -> train/ (test-time
+optimisation) -> track.py -> tapvid/ and evaluation/ (TAP-Vid metrics, suites) -> viz/; the
+run folder's files belong to workdir.py and the stages to pipeline.py.
 """
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'

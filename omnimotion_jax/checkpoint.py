@@ -1,22 +1,18 @@
-"""Checkpoints of the train state with orbax, plus the resolved config saved beside them.
+"""Orbax checkpoints of the train state, and restoring only the parameters for inference.
 
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so an interrupted
 save never replaces a good checkpoint with a broken one.
 """
 
-import json
 from pathlib import Path
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 
 from omnimotion_jax.errors import UserInputError
 
-CONFIG_FILE = 'config.json'
 
-
-def manager(directory: Path, max_to_keep: int) -> ocp.CheckpointManager:
+def manager(directory: Path, max_to_keep: int | None = None) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(Path(directory).absolute(),
                                options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                                                     create=True))
@@ -28,6 +24,12 @@ def save(mngr: ocp.CheckpointManager, step: int, state, wait: bool = False) -> N
     mngr.wait_until_finished()
 
 
+def _mismatch(mngr: ocp.CheckpointManager, step: int, error: Exception) -> UserInputError:
+  return UserInputError(
+      f'{mngr.directory}/{step}: checkpoint does not match this config\'s model ({error}). Use the '
+      'config it was trained with, or a new --workdir.')
+
+
 def restore_latest(mngr: ocp.CheckpointManager, template):
   """Restores the newest checkpoint into the structure of `template`, or returns None."""
   step = mngr.latest_step()
@@ -37,18 +39,29 @@ def restore_latest(mngr: ocp.CheckpointManager, template):
   try:
     return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
   except (ValueError, KeyError) as e:
-    raise UserInputError(
-        f'{mngr.directory}/{step}: checkpoint does not match this config\'s model ({e}). Train '
-        'with the config it was made with, or use a new --workdir.') from e
+    raise _mismatch(mngr, step, e) from e
 
 
-def save_config(directory: Path, config: ml_collections.ConfigDict) -> None:
-  path = Path(directory) / CONFIG_FILE
-  tmp = path.with_suffix('.tmp')
-  tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
-  tmp.replace(path)
+def restore_params(directory: Path, abstract_params) -> tuple[dict, int] | None:
+  """(params, step) of the newest checkpoint in `directory`, or None if there is none.
 
-
-def load_saved_config(directory: Path) -> dict | None:
-  path = Path(directory) / CONFIG_FILE
-  return json.loads(path.read_text()) if path.exists() else None
+  Reads the parameters alone (orbax partial restore): no optimiser state, so inference needs
+  neither the optimiser nor its config. abstract_params: a tree of jax.ShapeDtypeStruct, e.g.
+  `jax.eval_shape(init_params, ...)`.
+  """
+  if not Path(directory).is_dir():
+    return None
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  item = {'params': jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)}
+  with ocp.CheckpointManager(Path(directory).absolute()) as mngr:
+    step = mngr.latest_step()
+    if step is None:
+      return None
+    try:
+      restored = mngr.restore(step, args=ocp.args.PyTreeRestore(
+          item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+          partial_restore=True))
+    except (ValueError, KeyError) as e:
+      raise _mismatch(mngr, step, e) from e
+  return restored['params'], step

@@ -5,26 +5,13 @@ library is printed as one line (no traceback) and exits with status 2.
 """
 
 import argparse
-import os
+import logging
 import sys
 from pathlib import Path
 
+from omnimotion_jax import progress
+from omnimotion_jax.config import enable_compilation_cache
 from omnimotion_jax.errors import UserInputError
-
-# Persistent XLA compilation cache: a second run of the same config skips compilation.
-DEFAULT_CACHE_DIR = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'omnimotion_jax'
-
-
-def enable_compilation_cache(cache_dir: str | os.PathLike | None = None) -> None:
-  import jax  # Imported lazily so `--help` stays fast.
-  cache_dir = Path(cache_dir or os.environ.get('OMNIMOTION_JAX_CACHE', DEFAULT_CACHE_DIR / 'xla'))
-  try:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-  except OSError:
-    return  # Read-only home: run without the cache.
-  jax.config.update('jax_compilation_cache_dir', str(cache_dir))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
-
 
 def _add_saved_config_args(p: argparse.ArgumentParser) -> None:
   p.add_argument('--config', default=None, help='config (default: the one saved in WORKDIR)')
@@ -49,8 +36,7 @@ def cmd_config(args) -> None:
 
   config = load_config(args.config, args.overrides)
   print(config)
-  # The per-frame affine table (if on) has 6 parameters per frame; counted here for 1 frame.
-  model = model_lib.OmniMotion(model_lib.model_config(config.model, num_frames=1))
+  model = model_lib.OmniMotion(model_lib.model_config(config.model))
   shapes = jax.eval_shape(lambda k: model_lib.init_params(model, k), jax.random.key(0))
   print(f'config hash: {config_hash(config)}')
   print('parameters:')
@@ -79,15 +65,15 @@ def _load(args):
 
 def _saved_or_given_config(args):
   """For stages after training: the config saved in the workdir unless --config is given."""
-  from omnimotion_jax import checkpoint
+  from omnimotion_jax import workdir
   from omnimotion_jax.config import apply_override, load_config, merge_over_default, validate
   enable_compilation_cache()
   if args.config is not None:
     return load_config(args.config, args.overrides)
-  saved = checkpoint.load_saved_config(Path(args.workdir))
+  saved = workdir.load_saved_config(Path(args.workdir))
   if saved is None:
     raise UserInputError(f'{args.workdir}: no config.json (not trained yet?); pass --config.')
-  config = merge_over_default(saved)
+  config = merge_over_default(saved)  # Also migrates configs saved by earlier versions.
   for item in args.overrides:
     apply_override(config, item)
   validate(config)
@@ -103,7 +89,7 @@ def cmd_train(args) -> None:
   from omnimotion_jax import pipeline
   state = pipeline.train_stage(_load(args), Path(args.workdir))
   print(f'trained to step {int(state.step)} ({int(state.num_skipped)} non-finite steps skipped); '
-        f'checkpoints in {Path(args.workdir) / "checkpoints"}')
+        f'checkpoints in {Path(args.workdir)}')
 
 
 def cmd_track(args) -> None:
@@ -151,8 +137,7 @@ def cmd_eval(args) -> None:
   summary = evaluator.run_evaluation(
       args.dataset, args.query_mode, _load(args), args.manual_dir, args.out,
       data_dir=args.data_dir, videos=args.videos, shard=args.shard, baseline=args.baseline,
-      resolution=args.resolution, config_label=label, workers=args.workers,
-      progress=not args.no_progress)
+      resolution=args.resolution, config_label=label, workers=args.workers)
   print(f'summary: {summary["summary_path"]}')
 
 
@@ -161,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
       prog='omnimotion-jax',
       description='OmniMotion in JAX/Flax: dense, long-range, occlusion-aware point tracking by '
                   'test-time optimisation of one model per video.')
+  parser.add_argument('--quiet', action='store_true',
+                      help='no progress bars and no info lines (warnings and errors only)')
   sub = parser.add_subparsers(dest='command', metavar='COMMAND')
 
   p = sub.add_parser('config', help='print a resolved config and the model parameter counts')
@@ -269,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--workers', type=int, default=1,
                  help='videos evaluated at a time, each in a process pinned to its own share of '
                       'the CPU cores (2 on a 2-core CPU: 1.36x the throughput; default 1)')
-  p.add_argument('--no_progress', action='store_true', help='no progress bars')
+  p.add_argument('--no_progress', action='store_true', help='no progress bars (as --quiet)')
   _add_config_args(p)
   p.set_defaults(func=cmd_eval)
   return parser
@@ -281,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
   if not getattr(args, 'func', None):
     parser.print_help()
     return 0
+  quiet = args.quiet or getattr(args, 'no_progress', False)
+  logging.basicConfig(format='%(message)s')
+  progress.LOGGER.setLevel(logging.WARNING if quiet else logging.INFO)
   try:
     args.func(args)
   except UserInputError as e:

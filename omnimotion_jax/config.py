@@ -9,15 +9,32 @@ As with ml_collections' config flags, `NAME:ARG` passes ARG (a Python literal) t
 """
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
 import ml_collections
 
 from omnimotion_jax.errors import UserInputError
+
+# Persistent XLA compilation cache: a second run of the same config skips compilation.
+DEFAULT_CACHE_DIR = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'omnimotion_jax'
+
+
+def enable_compilation_cache(cache_dir: str | os.PathLike | None = None) -> None:
+  import jax  # pylint: disable=g-import-not-at-top  (so that `--help` stays fast)
+  cache_dir = Path(cache_dir or os.environ.get('OMNIMOTION_JAX_CACHE', DEFAULT_CACHE_DIR / 'xla'))
+  try:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+  except OSError:
+    return  # Read-only home: run without the cache.
+  jax.config.update('jax_compilation_cache_dir', str(cache_dir))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+
 
 # The project's configs/: installed as omnimotion_jax/configs by `pip install .` (setup.py maps
 # it there), or the checkout's top-level folder (source tree, editable install).
@@ -99,18 +116,20 @@ _POSITIVE_INT = (
     'data.stride', 'data.dense_gap', 'data.long_stride', 'data.max_frames',
     'data.max_side', 'model.num_samples', 'model.canonical.hidden', 'model.canonical.num_layers',
     'model.time_net.hidden', 'model.time_net.num_layers', 'model.time_net.latent_dim',
-    'train.num_steps', 'train.num_pairs', 'train.num_points', 'train.log_every',
-    'train.checkpoint_every', 'train.checkpoint_keep', 'train.remat_chunks',
-    'train.steps_per_dispatch', 'train.lr_decay_every', 'train.hard_mining_every',
-    'train.hard_mining_stride', 'track.chunk_size', 'track.depth_stride')
-_POSITIVE = ('train.lr_bijection', 'train.lr_canonical', 'train.lr_time_net', 'model.max_depth')
+    'train.num_steps', 'train.sampling.num_pairs', 'train.sampling.num_points',
+    'train.log_every', 'train.checkpoint_every', 'train.checkpoint_keep', 'train.remat_chunks',
+    'train.steps_per_dispatch', 'train.optim.lr_decay_every', 'train.hard_mining.every',
+    'train.hard_mining.stride', 'track.chunk_size', 'track.depth_stride')
+_POSITIVE = ('train.optim.lr_bijection', 'train.optim.lr_canonical', 'train.optim.lr_time_net',
+             'model.max_depth')
 _NON_NEGATIVE = (
     'data.cycle_threshold', 'data.direct_agreement_px', 'data.occlusion_cycle_threshold',
-    'train.w_flow', 'train.w_smooth', 'train.w_rgb_max', 'train.w_depth_range',
-    'train.w_distortion_max', 'train.w_motion_depth', 'train.grad_clip_norm',
-    'track.cycle_threshold', 'track.cycle_threshold_per_frame')
-_FRACTION = ('train.swap_prob', 'train.hard_mining_fraction', 'train.adjacent_mass',
-             'train.smooth_points_fraction', 'track.occlusion_threshold')
+    'train.loss.w_flow', 'train.loss.w_smooth', 'train.loss.w_rgb_max',
+    'train.loss.w_depth_range', 'train.loss.w_distortion_max', 'train.loss.w_motion_depth',
+    'train.optim.grad_clip_norm', 'track.cycle_threshold', 'track.cycle_threshold_per_frame')
+_FRACTION = ('train.sampling.swap_prob', 'train.sampling.hard_mining_fraction',
+             'train.sampling.adjacent_mass', 'train.loss.smooth_points_fraction',
+             'track.occlusion_threshold')
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -130,8 +149,61 @@ def validate(config: ml_collections.ConfigDict) -> None:
                            f'--set {key}=...')
 
 
+# Version 0.1 kept config.train flat; each field now lives in the section of its dataclass, under
+# the same name except in hard_mining (hard_mining_start -> hard_mining.start, ...).
+_RENAMED = {'hard_mining.blur_ksize': 'error_map_blur_ksize'}
+
+
+@functools.cache
+def legacy_train_fields() -> dict[str, str]:
+  """{0.1 name under train: today's dotted path under train}, read off configs/default.py."""
+  sections = load_config('default').train.to_dict()
+  out = {}
+  for section, fields in sections.items():
+    for name in fields if isinstance(fields, dict) else ():
+      path = f'{section}.{name}'
+      out[_RENAMED.get(path, name if section != 'hard_mining' else f'hard_mining_{name}')] = path
+  return out
+
+
+# Removed in 0.2: the per-frame affine experiment (off in every config; it did not help).
+RETIRED = {'model.bijection.frame_affine': False, 'train.frame_affine_init': None,
+           'train.frame_affine_max_radius': None}
+
+
+def _modern_key(key: str) -> str:
+  """A dotted key of the flat 0.1 train layout (e.g. train.lr_bijection) in today's layout."""
+  section, _, name = key.partition('.')
+  if section == 'train' and name in legacy_train_fields():
+    return f'train.{legacy_train_fields()[name]}'
+  return key
+
+
+def migrate(saved: dict, source: str = 'config.json') -> dict:
+  """A saved config dict (any version) in today's layout: flat train fields moved into their
+  sections, retired fields dropped. A run that used a removed feature is an error."""
+  flat = {}
+  for key, value in flatten_dict(saved).items():
+    if key in RETIRED:
+      if RETIRED[key] is not None and value != RETIRED[key]:
+        raise UserInputError(f'{source}: the run used {key}={value!r}, a removed experiment; '
+                             'retrain it in a new workdir without it.')
+      continue
+    flat[_modern_key(key)] = value
+  tree = {}
+  for key, value in flat.items():
+    *parents, leaf = key.split('.')
+    node = tree
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return tree
+
+
 def merge_over_default(saved: dict) -> ml_collections.ConfigDict:
   """A config saved by an earlier version (a workdir's config.json) merged over `default`.
+
+  The saved dict is first brought to today's layout (`migrate`).
 
   Fields added since the run was saved take their `configs/default.py` value, which by this
   project's convention reproduces the behaviour from before the field existed (e.g.
@@ -139,7 +211,7 @@ def merge_over_default(saved: dict) -> ml_collections.ConfigDict:
   """
   config = load_config('default')
   with config.unlocked():
-    _merge(config, saved)
+    _merge(config, migrate(saved))
   return config
 
 
@@ -159,6 +231,7 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
   if '=' not in item:
     raise UserInputError(f'--set {item}: expected key=value, e.g. --set train.num_steps=2000.')
   key, raw = item.split('=', 1)
+  key = _modern_key(key.strip())  # `--set train.lr_bijection=...` still works.
   try:
     value = ast.literal_eval(raw)
   except (ValueError, SyntaxError):

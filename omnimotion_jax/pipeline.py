@@ -1,18 +1,10 @@
 """Workdir-level stages: preprocess -> train -> track -> pseudo-depth -> report.
 
-A run folder ("workdir") holds everything of one video:
-  sequence.npz, preprocess.json     the preprocessed store (preprocess.py)
-  config.json, checkpoints/         resolved config and orbax checkpoints (train.py)
-  metrics.jsonl, train.json         per-step metrics and the training summary
-  snapshots/depth_XXXXXX.npy        pseudo-depth of a few frames at each checkpoint
-  tracks.npz                        tracks [Q,T,2] (x,y), occluded [Q,T], query_points [Q,3] (t,y,x)
-                                    in the INPUT video's pixels
-  depth.npy                         pseudo-depth [N,H,W] at the model's resolution
-  timings.json                      wall time per stage (s)
-The CLI sub-commands are thin wrappers over these functions.
+Each stage reads its inputs from a run folder and writes its outputs there (workdir.py names the
+files). The CLI sub-commands are thin wrappers over these functions.
 """
 
-import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -23,132 +15,111 @@ import numpy as np
 
 from omnimotion_jax import checkpoint
 from omnimotion_jax import fileio
-from omnimotion_jax.model import render
-from omnimotion_jax.train import sampler
-from omnimotion_jax.data import store
 from omnimotion_jax import track
-from omnimotion_jax.train import loop as train
-from omnimotion_jax.model import model as model_lib
+from omnimotion_jax import workdir as workdir_lib
 from omnimotion_jax.data import preprocess as preprocess_lib
+from omnimotion_jax.data import store
 from omnimotion_jax.errors import UserInputError
+from omnimotion_jax.model import model as model_lib
+from omnimotion_jax.model import render
+from omnimotion_jax.train import loop as train_loop
+from omnimotion_jax.train import sampler
 
-TIMINGS_FILE = 'timings.json'
-TRACKS_FILE = 'tracks.npz'
-DEPTH_FILE = 'depth.npy'
-SNAPSHOT_DIR = 'snapshots'
+_log = logging.getLogger(__name__)
 # Frames (as fractions of the video) whose pseudo-depth is saved at every checkpoint.
 SNAPSHOT_FRAME_FRACTIONS = (0.0, 0.5, 1.0)
-# Snapshots render every 2nd px: a quarter of the cost. At full resolution they took ~3 s per
-# checkpoint on a 192x192 video (~6 % of cpu_quality's training time on synthetic-v1); the
-# report's strips are thumbnails anyway.
+# Snapshots render every 2nd px: a quarter of the cost (the report's strips are thumbnails).
 SNAPSHOT_STRIDE = 2
-
-
-def record_timing(workdir: Path, stage: str, seconds: float) -> None:
-  path = Path(workdir) / TIMINGS_FILE
-  timings = json.loads(path.read_text()) if path.exists() else {}
-  timings[stage] = round(seconds, 3)
-  fileio.write_text_atomic(path, json.dumps(timings, indent=2))
-
-
-def load_sequence(workdir: Path) -> store.SequenceData:
-  return store.load_store(Path(workdir) / preprocess_lib.STORE_NAME)
 
 
 def video_shape(seq: store.SequenceData) -> render.VideoShape:
   return render.VideoShape(seq.num_frames, *seq.size)
 
 
-def input_scale(seq: store.SequenceData) -> tuple[float, float]:
-  """(sx, sy): model px per input px (pixel centres: x_model = (x_in + 0.5) sx - 0.5)."""
-  return store.input_scale(seq.meta, seq.size)
-
-
-def preprocess_stage(video: str, workdir: Path, config: ml_collections.ConfigDict,
-                     progress: bool = True) -> Path:
+def preprocess_stage(video: str | os.PathLike | np.ndarray, workdir: Path,
+                     config: ml_collections.ConfigDict) -> Path:
+  """video: a file or folder (see preprocess.preprocess), or uint8 frames [T, H, W, 3]."""
   start = time.time()
-  path = preprocess_lib.preprocess(video, workdir, config.data, progress=progress)
-  record_timing(workdir, 'preprocess', time.time() - start)
+  path = preprocess_lib.preprocess(video, workdir, config.data)
+  workdir_lib.record_timing(workdir, 'preprocess', time.time() - start)
   return path
 
 
-TRAINED_ON_FILE = 'trained_on.txt'  # Store key and training key the checkpoints belong to.
-
 def set_aside_stale_checkpoints(workdir: Path, store_key: str,
-                                train_key: str = '') -> Path | None:
+                                config: ml_collections.ConfigDict | None = None) -> Path | None:
   """Moves checkpoints of another store or another training config aside (never deletes them).
 
   A run resumes from workdir/checkpoints automatically. After the video or the preprocessing
-  config changed (a new store), or the model or training config changed (`train.training_key`),
+  config changed (a new store), or the model or training config changed (`loop.training_key`),
   resuming would continue a model fitted to other data or with other settings, and a finished
   run would silently be reused. Returns the folder the old checkpoints were moved to, or None if
   they were current (or absent). store_key is the store's meta['preprocess_key'].
   """
-  marker = workdir / TRAINED_ON_FILE
-  ckpt = workdir / train.CHECKPOINT_DIR
+  train_key = '' if config is None else train_loop.training_key(config)
+  marker = workdir / workdir_lib.TRAINED_ON
+  ckpt = workdir / workdir_lib.CHECKPOINTS
   old = marker.read_text().split() if marker.exists() else []
   old_store = old[0] if old else 'unknown'
   old_train = old[1] if len(old) > 1 else ''
+  saved = workdir_lib.load_saved_config(workdir)
+  if (old_store == store_key and old_train != train_key and config is not None
+      and saved is not None and not train_loop.changed_training_fields(saved, config)):
+    old_train = train_key  # Saved by an earlier version (another layout): the same run.
   moved = None
   if ckpt.is_dir() and any(ckpt.iterdir()) and (old_store, old_train) != (store_key, train_key):
     why = ('the video or preprocessing changed' if old_store != store_key
            else 'the model or training config changed')
-    stem = f'{train.CHECKPOINT_DIR}.stale-{old_store[:12]}-{int(time.time())}'
+    stem = f'{workdir_lib.CHECKPOINTS}.stale-{old_store[:12]}-{int(time.time())}'
     moved, n = workdir / stem, 1
     while moved.exists():  # Two set-asides within a second.
       moved, n = workdir / f'{stem}-{n}', n + 1
     ckpt.rename(moved)
-    print(f'{ckpt}: trained on another store or config ({why}); moved to {moved} and training '
-          'from scratch.')
+    _log.warning('%s: trained on another store or config (%s); moved to %s and training from '
+                 'scratch.', ckpt, why, moved)
   fileio.write_text_atomic(marker, f'{store_key} {train_key}')
   return moved
 
 
-def train_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool = True,
-                stop_at: int | None = None) -> train.TrainState:
+def train_stage(config: ml_collections.ConfigDict, workdir: Path,
+                stop_at: int | None = None) -> train_loop.step_lib.TrainState:
   """Trains on workdir's store (resuming), saving pseudo-depth snapshots at checkpoints.
 
   Checkpoints left by a run on a different store, or with a different model or training config,
   are set aside first (see `set_aside_stale_checkpoints`).
   """
   workdir = Path(workdir)
-  seq = load_sequence(workdir)
-  set_aside_stale_checkpoints(workdir, seq.meta.get('preprocess_key', ''),
-                              train.training_key(config))
+  seq = workdir_lib.load_sequence(workdir)
+  set_aside_stale_checkpoints(workdir, seq.meta.get('preprocess_key', ''), config)
   video = video_shape(seq)
-  model = model_lib.OmniMotion(model_lib.model_config(config.model, video.num_frames))
+  model = model_lib.OmniMotion(model_lib.model_config(config.model))
   depth_fn = track.make_depth_fn(model, video)
   frames = sorted({int(round(f * (video.num_frames - 1))) for f in SNAPSHOT_FRAME_FRACTIONS})
-  (workdir / SNAPSHOT_DIR).mkdir(parents=True, exist_ok=True)
+  (workdir / workdir_lib.SNAPSHOTS).mkdir(parents=True, exist_ok=True)
 
   def snapshot(step, state):
     depth = track.depth_maps(depth_fn, state.params, video, frames,
                              chunk_size=config.track.chunk_size, stride=SNAPSHOT_STRIDE)
-    fileio.write_npy_atomic(workdir / SNAPSHOT_DIR / f'depth_{step:06d}.npy', depth)
+    name = workdir_lib.SNAPSHOT.format(step=step)
+    fileio.write_npy_atomic(workdir / workdir_lib.SNAPSHOTS / name, depth)
 
   start = time.time()
-  state = train.fit(config, workdir, sampler.train_data(seq), progress=progress, stop_at=stop_at,
-                    on_checkpoint=snapshot)
-  record_timing(workdir, 'train', time.time() - start)
+  state = train_loop.fit(config, workdir, sampler.train_data(seq), stop_at=stop_at,
+                         on_checkpoint=snapshot)
+  workdir_lib.record_timing(workdir, 'train', time.time() - start)
   return state
 
 
 def load_trained(config: ml_collections.ConfigDict, workdir: Path):
-  """(model, params, seq) from workdir's store and newest checkpoint."""
+  """(model, params, seq) from workdir's store and the parameters of its newest checkpoint."""
   workdir = Path(workdir)
-  seq = load_sequence(workdir)
-  video = video_shape(seq)
-  model = model_lib.OmniMotion(model_lib.model_config(config.model, video.num_frames))
-  tx = train.make_optimizer(config.train)
-  template = jax.eval_shape(lambda k: train.create_train_state(model, tx, k, video),
-                            jax.random.PRNGKey(0))
-  mngr = checkpoint.manager(workdir / train.CHECKPOINT_DIR, config.train.checkpoint_keep)
-  state = checkpoint.restore_latest(mngr, template)
-  mngr.close()
-  if state is None:
-    raise UserInputError(f'{workdir / train.CHECKPOINT_DIR}: no checkpoint; run '
+  seq = workdir_lib.load_sequence(workdir)
+  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  abstract = jax.eval_shape(lambda k: model_lib.init_params(model, k), jax.random.PRNGKey(0))
+  restored = checkpoint.restore_params(workdir / workdir_lib.CHECKPOINTS, abstract)
+  if restored is None:
+    raise UserInputError(f'{workdir / workdir_lib.CHECKPOINTS}: no checkpoint; run '
                          f'`omnimotion-jax train --workdir {workdir}` first.')
-  return model, state.params, seq
+  return model, restored[0], seq
 
 
 def load_queries(path: str | os.PathLike) -> np.ndarray:
@@ -173,48 +144,42 @@ def load_queries(path: str | os.PathLike) -> np.ndarray:
 
 def track_stage(config: ml_collections.ConfigDict, workdir: Path, *,
                 queries: np.ndarray | None = None, grid: int | None = None, frame: int = 0,
-                out: str | os.PathLike | None = None, progress: bool = True) -> Path:
+                out: str | os.PathLike | None = None) -> Path:
   """Tracks queries (t, y, x) given in INPUT-video px (or a grid) and writes an .npz."""
   workdir = Path(workdir)
   start = time.time()
   model, params, seq = load_trained(config, workdir)
   video = video_shape(seq)
-  sx, sy = input_scale(seq)
+  sx, sy = workdir_lib.input_scale(seq)
   in_h, in_w = seq.meta.get('input_size', seq.size)
   if queries is None:
     if grid is None or grid < 1:
       raise UserInputError('track: pass --queries Q.npy or --grid STEP (px, >= 1).')
     if not 0 <= frame < video.num_frames:
       raise UserInputError(f'--frame {frame}: the video has frames 0..{video.num_frames - 1}.')
-    grid_in = track.grid_queries(render.VideoShape(video.num_frames, in_h, in_w), grid, frame)
-    queries = grid_in
+    queries = track.grid_queries(render.VideoShape(video.num_frames, in_h, in_w), grid, frame)
   t = np.round(queries[:, 0])
   if ((t < 0) | (t > video.num_frames - 1)).any():
     raise UserInputError(f'query frames must lie in 0..{video.num_frames - 1} (of the '
                          'preprocessed video).')
   model_q = store.rescale_tyx(queries, sx, sy)
   model_q[:, 0] = t
-  margin = render.occlusion_margin(model, config.track.occlusion_eps_factor)
-  mapper = track.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc)
-  cycle_threshold = config.track.cycle_threshold
-  back_mapper = track.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc,
-                                  with_occlusion=False) if cycle_threshold > 0 else None
-  tracks, occluded = track.track_queries(mapper, params, model_q, video,
-                                         chunk_size=config.track.chunk_size,
-                                         occlusion_threshold=config.track.occlusion_threshold,
-                                         cycle_threshold=cycle_threshold,
-                                         cycle_threshold_per_frame=(
-                                             config.track.cycle_threshold_per_frame),
-                                         back_mapper=back_mapper, progress=progress)
-  tracks_in = store.rescale_xy(tracks, 1 / sx, 1 / sy)
-  out = Path(out) if out is not None else workdir / TRACKS_FILE
-  fileio.write_npz_atomic(out, {'tracks': tracks_in.astype(np.float32), 'occluded': occluded,
-                                'query_points': queries.astype(np.float32)})
-  record_timing(workdir, 'track', time.time() - start)
+  tc = config.track
+  margin = render.occlusion_margin(model, tc.occlusion_eps_factor)
+  mapper = render.make_mapper(model, video, margin, use_max_loc=tc.use_max_loc)
+  back_mapper = render.make_mapper(model, video, margin, use_max_loc=tc.use_max_loc,
+                                   with_occlusion=False) if tc.cycle_threshold > 0 else None
+  tracks, occluded = track.track_queries(
+      mapper, params, model_q, video, chunk_size=tc.chunk_size,
+      occlusion_threshold=tc.occlusion_threshold, cycle_threshold=tc.cycle_threshold,
+      cycle_threshold_per_frame=tc.cycle_threshold_per_frame, back_mapper=back_mapper)
+  out = Path(out) if out is not None else workdir / workdir_lib.TRACKS
+  workdir_lib.write_tracks(out, seq, tracks, occluded, queries)
+  workdir_lib.record_timing(workdir, 'track', time.time() - start)
   return out
 
 
-def depth_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool = True) -> Path:
+def depth_stage(config: ml_collections.ConfigDict, workdir: Path) -> Path:
   """Pseudo-depth of every frame at the model's resolution -> workdir/depth.npy [N, H, W].
 
   With track.depth_stride s > 1 the model is evaluated at every s-th px and the maps are
@@ -227,11 +192,11 @@ def depth_stage(config: ml_collections.ConfigDict, workdir: Path, progress: bool
   stride = config.track.depth_stride
   depth = track.depth_maps(track.make_depth_fn(model, video), params, video,
                            np.arange(video.num_frames), chunk_size=config.track.chunk_size,
-                           stride=stride, progress=progress)
+                           stride=stride)
   depth = track.upsample_strided(depth, stride, video.height, video.width)
-  path = workdir / DEPTH_FILE
+  path = workdir / workdir_lib.DEPTH
   fileio.write_npy_atomic(path, depth.astype(np.float32))
-  record_timing(workdir, 'depth', time.time() - start)
+  workdir_lib.record_timing(workdir, 'depth', time.time() - start)
   return path
 
 
@@ -239,18 +204,18 @@ def report_stage(workdir: Path) -> Path:
   from omnimotion_jax.viz import report  # pylint: disable=g-import-not-at-top  (matplotlib)
   start = time.time()
   index = report.viz_command(workdir)
-  record_timing(workdir, 'viz', time.time() - start)
+  workdir_lib.record_timing(workdir, 'viz', time.time() - start)
   return index
 
 
-def run(video: str, workdir: Path, config: ml_collections.ConfigDict, *, grid: int = 8,
-        frame: int = 0, progress: bool = True, with_report: bool = True) -> dict[str, Path]:
+def run(video: str | os.PathLike | np.ndarray, workdir: Path, config: ml_collections.ConfigDict,
+        *, grid: int = 8, frame: int = 0, with_report: bool = True) -> dict[str, Path]:
   """preprocess + train + track a grid + pseudo-depth + the HTML report."""
   workdir = Path(workdir)
-  outputs = {'store': preprocess_stage(video, workdir, config, progress)}
-  train_stage(config, workdir, progress)
-  outputs['tracks'] = track_stage(config, workdir, grid=grid, frame=frame, progress=progress)
-  outputs['depth'] = depth_stage(config, workdir, progress)
+  outputs = {'store': preprocess_stage(video, workdir, config)}
+  train_stage(config, workdir)
+  outputs['tracks'] = track_stage(config, workdir, grid=grid, frame=frame)
+  outputs['depth'] = depth_stage(config, workdir)
   if with_report:
     outputs['report'] = report_stage(workdir)
   return outputs

@@ -11,6 +11,7 @@ import logging
 from tqdm.auto import tqdm
 
 LOGGER = logging.getLogger('omnimotion_jax')
+LOGGER.setLevel(logging.INFO)  # Bars on by default; `quiet()` or a caller lowers it.
 
 
 def enabled() -> bool:

@@ -57,10 +57,14 @@ def read_json(path: str | os.PathLike) -> dict | list | None:
     return None
 
 
+def write_json(path: Path, data: dict) -> Path:
+  return fileio.write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+
 def record_timing(workdir: Path, stage: str, seconds: float) -> None:
   timings = read_json(Path(workdir) / TIMINGS) or {}
   timings[stage] = round(seconds, 3)
-  fileio.write_text_atomic(Path(workdir) / TIMINGS, json.dumps(timings, indent=2))
+  write_json(Path(workdir) / TIMINGS, timings)
 
 
 def save_config(workdir: Path, config: ml_collections.ConfigDict) -> None:

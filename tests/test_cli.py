@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from omnimotion_jax.config import load_config
+from omnimotion_jax.config import load_config, merge_over_default
 from omnimotion_jax.errors import UserInputError
 
 CLI = Path(sys.executable).parent / 'omnimotion-jax'
@@ -39,10 +39,22 @@ def test_bad_override_names_the_field():
   assert 'train.no_such_field' in result.stderr and 'Traceback' not in result.stderr
 
 
+def test_a_config_saved_in_the_flat_0_1_layout_is_migrated():
+  legacy = {'seed': 1, 'model': {'bijection': {'frame_affine': False}},
+            'train': {'lr_bijection': 5e-4, 'hard_mining_start': 40, 'num_steps': 10,
+                      'frame_affine_init': 'flow'}}
+  config = merge_over_default(legacy)
+  assert config.train.optim.lr_bijection == 5e-4 and config.train.hard_mining.start == 40
+  assert config.train.num_steps == 10 and config.seed == 1
+  assert 'frame_affine' not in config.model.bijection and 'frame_affine_init' not in config.train
+  with pytest.raises(UserInputError, match=r'model\.bijection\.frame_affine=True'):
+    merge_over_default({'model': {'bijection': {'frame_affine': True}}})
+
+
 def test_config_argument_scales_the_schedules():
   full, half = load_config('cpu_real'), load_config('cpu_real:4000')
   assert half.train.num_steps == 4000 and full.train.num_steps == 8000
-  assert half.train.lr_decay_every * 2 == full.train.lr_decay_every
+  assert half.train.optim.lr_decay_every * 2 == full.train.optim.lr_decay_every
   assert half.data.require_agreement  # the variant's own settings stay
   with pytest.raises(UserInputError, match='cpu_real:x'):
     load_config('cpu_real:x')
@@ -51,8 +63,10 @@ def test_config_argument_scales_the_schedules():
 
 
 @pytest.mark.parametrize('override, field', [
-    ('train.num_steps=-5', 'train.num_steps'), ('train.num_points=0', 'train.num_points'),
-    ('train.lr_canonical=-1e-3', 'train.lr_canonical'), ('train.swap_prob=1.5', 'train.swap_prob'),
+    ('train.num_steps=-5', 'train.num_steps'),
+    ('train.sampling.num_points=0', 'train.sampling.num_points'),
+    ('train.optim.lr_canonical=-1e-3', 'train.optim.lr_canonical'),
+    ('train.swap_prob=1.5', 'train.sampling.swap_prob'),  # A 0.1 (flat) name: still accepted.
     ('track.cycle_threshold=-3', 'track.cycle_threshold')])
 def test_out_of_range_field_is_a_one_line_error(override, field):
   with pytest.raises(UserInputError, match=f'^{field}=.*must be'):

@@ -39,13 +39,13 @@ def tiny_model():
   model = model_lib.OmniMotion(model_lib.model_config(config.model))
   params = model_lib.init_params(model, jax.random.PRNGKey(0))
   margin = render.occlusion_margin(model, config.track.occlusion_eps_factor)
-  return track.make_mapper(model, VIDEO, margin), params
+  return render.make_mapper(model, VIDEO, margin), params
 
 
 def test_shapes_and_coordinate_conventions():
   queries = np.array([[2, 5.0, 7.0], [0, 10.0, 1.5], [5, 0.0, 31.0]], np.float32)  # (t, y, x)
   tracks, occluded = track.track_queries(_translating_mapper(False), None, queries, VIDEO,
-                                         chunk_size=4, occlusion_threshold=0.99, progress=False)
+                                         chunk_size=4, occlusion_threshold=0.99)
   assert tracks.shape == (3, VIDEO.num_frames, 2) and tracks.dtype == np.float32
   assert occluded.shape == (3, VIDEO.num_frames) and occluded.dtype == bool
   frames = np.arange(VIDEO.num_frames, dtype=np.float32)
@@ -62,7 +62,7 @@ def test_shapes_and_coordinate_conventions():
 
 def test_forward_backward_check_flags_points_mapped_onto_other_content():
   queries = np.array([[0, 12.0, 2.0], [0, 12.0, 25.0]], np.float32)  # the 2nd leaves at frame 3
-  kw = dict(chunk_size=8, occlusion_threshold=0.99, progress=False)
+  kw = dict(chunk_size=8, occlusion_threshold=0.99)
   mapper = _translating_mapper(clamp=True)
   tracks, occluded = track.track_queries(mapper, None, queries, VIDEO, **kw)
   assert not occluded[1].any()  # clamped inside the frame: the depth test cannot tell
@@ -78,7 +78,7 @@ def test_forward_backward_threshold_grows_with_distance():
   # frame t misses by (25 + 3t) - 31 = 3t - 6 px; the threshold is 1 + 1 * t px.
   queries = np.array([[0, 12.0, 2.0], [0, 12.0, 25.0]], np.float32)
   _, occluded = track.track_queries(_translating_mapper(clamp=True), None, queries, VIDEO,
-                                    chunk_size=8, occlusion_threshold=0.99, progress=False,
+                                    chunk_size=8, occlusion_threshold=0.99,
                                     cycle_threshold=1.0, cycle_threshold_per_frame=1.0)
   np.testing.assert_array_equal(occluded[1], [False, False, False, False, True, True])
   assert not occluded[0].any()
@@ -89,7 +89,7 @@ def test_tracks_do_not_depend_on_other_queries_or_chunking(tiny_model):
   rng = np.random.default_rng(0)
   queries = np.stack([rng.integers(0, VIDEO.num_frames, 9), rng.uniform(0, 23, 9),
                       rng.uniform(0, 31, 9)], -1).astype(np.float32)
-  kw = dict(occlusion_threshold=0.5, progress=False)
+  kw = dict(occlusion_threshold=0.5)
   tracks, occluded = track.track_queries(mapper, params, queries, VIDEO, chunk_size=16, **kw)
   for chunk_size in (7, 64):  # different padding and chunk boundaries
     t2, o2 = track.track_queries(mapper, params, queries[::-1], VIDEO, chunk_size=chunk_size, **kw)
@@ -142,7 +142,7 @@ def test_track_queries_compiles_the_mapper_once_for_any_query_count():
   model = model_lib.OmniMotion(model_lib.model_config(config.model))
   params = model_lib.init_params(model, jax.random.PRNGKey(0))
   video = render.VideoShape(num_frames=2, height=24, width=32)  # 2 frames: a cheap 10k case.
-  mapper = track.make_mapper(model, video, render.occlusion_margin(model, 1.1))
+  mapper = render.make_mapper(model, video, render.occlusion_margin(model, 1.1))
   rng = np.random.default_rng(0)
   for count in (1, 100, 10_000):
     queries = np.stack([rng.integers(0, video.num_frames, count),

@@ -24,7 +24,8 @@ at every step.
 from typing import NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
+
+from omnimotion_jax import progress
 
 # Added to feature norms before dividing (cosine similarity of all-zero features is 0).
 FEATURE_NORM_EPS = 1e-8
@@ -39,25 +40,27 @@ def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
   return x, y
 
 
+def in_frame(xy: np.ndarray, height: int, width: int) -> np.ndarray:
+  """bool [...]: (x, y) [..., 2] px (numpy or jax) lies within [0, W-1] x [0, H-1] (centres)."""
+  x, y = xy[..., 0], xy[..., 1]
+  return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+
+
 class _Taps(NamedTuple):
   """The 4 bilinear neighbours of a set of points: 4 arrays [...] per field."""
   index: list[np.ndarray]  # int64 flat pixel index (clamped into the image; see inside).
-  weight: list[np.ndarray]  # float32 bilinear weight, zero for neighbours outside the image.
+  weight: list[np.ndarray]  # float bilinear weight, zero for neighbours outside the image.
   needed: list[np.ndarray]  # bool, the raw weight is nonzero (whether inside or not).
   inside: list[np.ndarray]  # bool, the neighbour is a pixel of the image.
 
 
-def _taps(x, y, height, width, frame=None) -> _Taps:
+def _taps(x, y, height, width, frame=None, dtype=np.float32) -> _Taps:
   """Bilinear neighbours of (x, y) px in an [H, W] image (or slice `frame` of a stack)."""
   # Far-away points are clipped to just outside the image (keeps int casts safe; weights stay 0).
-  x = np.clip(x, -2.0, width + 1.0)
-  y = np.clip(y, -2.0, height + 1.0)
-  x0 = np.floor(x)
-  y0 = np.floor(y)
-  fx = (x - x0).astype(np.float32)
-  fy = (y - y0).astype(np.float32)
-  x0 = x0.astype(np.int64)
-  y0 = y0.astype(np.int64)
+  x, y = np.clip(x, -2.0, width + 1.0), np.clip(y, -2.0, height + 1.0)
+  x0, y0 = np.floor(x), np.floor(y)
+  fx, fy = (x - x0).astype(dtype), (y - y0).astype(dtype)
+  x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
   base = 0 if frame is None else np.asarray(frame, np.int64) * (height * width)
   xs, ys = (x0, x0 + 1), (y0, y0 + 1)
   wx, wy = (1 - fx, fx), (1 - fy, fy)
@@ -65,20 +68,16 @@ def _taps(x, y, height, width, frame=None) -> _Taps:
   in_y = [(v >= 0) & (v < height) for v in ys]
   cx = [np.clip(v, 0, width - 1) for v in xs]
   rows = [base + np.clip(v, 0, height - 1) * width for v in ys]
-  index, weight, needed, inside = [], [], [], []
+  taps = []
   for a in (0, 1):
     for b in (0, 1):
-      raw = wy[a] * wx[b]
-      ok = in_y[a] & in_x[b]
-      index.append(rows[a] + cx[b])
-      weight.append(np.where(ok, raw, np.float32(0)))
-      needed.append(raw > 0)
-      inside.append(ok)
-  return _Taps(index, weight, needed, inside)
+      raw, ok = wy[a] * wx[b], in_y[a] & in_x[b]
+      taps.append((rows[a] + cx[b], np.where(ok, raw, 0), raw > 0, ok))
+  return _Taps(*map(list, zip(*taps)))
 
 
 def _gather(flat: np.ndarray, taps: _Taps) -> np.ndarray:
-  """Bilinear interpolation of flat [M, C] rows at the taps: float32 [..., C]."""
+  """Bilinear interpolation of flat [M, C] rows at the taps: [..., C] in flat's dtype."""
   out = flat.take(taps.index[0], axis=0) * taps.weight[0][..., None]
   for t in range(1, 4):
     out += flat.take(taps.index[t], axis=0) * taps.weight[t][..., None]
@@ -94,20 +93,21 @@ def _all_set(flat: np.ndarray, taps: _Taps) -> np.ndarray:
 
 
 def bilinear_sample(image: np.ndarray, x: np.ndarray, y: np.ndarray,
-                    frame: np.ndarray | int | None = None) -> np.ndarray:
+                    frame: np.ndarray | int | None = None, dtype=np.float32) -> np.ndarray:
   """Samples an image bilinearly at (x, y) px, zeros outside (grid_sample, align_corners=True).
 
   Args:
     image: [H, W, C] or a stack [N, H, W, C] (then `frame` picks the slice per point).
     x, y: float [...] px; integer values are pixel centres.
     frame: int, or int array broadcastable to x, index into the stack's first axis.
+    dtype: of the weights, the arithmetic and the result (float64 for exact ground truth).
 
   Returns:
-    float32 [..., C].
+    dtype [..., C].
   """
   height, width, channels = image.shape[-3:]
-  flat = image.reshape(-1, channels).astype(np.float32, copy=False)
-  return _gather(flat, _taps(x, y, height, width, frame))
+  flat = image.reshape(-1, channels).astype(dtype, copy=False)
+  return _gather(flat, _taps(x, y, height, width, frame, dtype))
 
 
 def sample_mask_all(mask: np.ndarray, x: np.ndarray, y: np.ndarray,
@@ -137,8 +137,7 @@ def feature_grid_coords(x: np.ndarray, y: np.ndarray, image_size: tuple[int, int
   this; its chaining step upsampled with align_corners=False instead; we use one convention.)
   """
   (height, width), (fh, fw) = image_size, feature_size
-  sx = (fw - 1) / max(width - 1, 1)
-  sy = (fh - 1) / max(height - 1, 1)
+  sx, sy = (fw - 1) / max(width - 1, 1), (fh - 1) / max(height - 1, 1)
   return x * np.float32(sx), y * np.float32(sy)
 
 
@@ -179,8 +178,7 @@ def forward_backward_masks(flow_ij: np.ndarray, flow_ji: np.ndarray, *, cycle_th
   height, width = flow_ij.shape[:2]
   flow_ij = flow_ij.astype(np.float32, copy=False)
   x, y = pixel_grid(height, width)
-  tx = x + flow_ij[..., 0]
-  ty = y + flow_ij[..., 1]
+  tx, ty = x + flow_ij[..., 0], y + flow_ij[..., 1]
   back = bilinear_sample(flow_ji, tx, ty)
   fb_error = np.linalg.norm(flow_ij + back, axis=-1)
   # Like the reference, a target outside frame j samples f_ji = 0; a tiny flow leaving the image
@@ -188,13 +186,11 @@ def forward_backward_masks(flow_ij: np.ndarray, flow_ji: np.ndarray, *, cycle_th
   cycle = fb_error < cycle_threshold
   if not with_occlusion:
     return cycle, np.zeros_like(cycle)
-  qx = tx + back[..., 0]
-  qy = ty + back[..., 1]
+  qx, qy = tx + back[..., 0], ty + back[..., 1]
   again = bilinear_sample(flow_ij, qx, qy)
   return_error = np.hypot(qx + again[..., 0] - tx, qy + again[..., 1] - ty)
-  inside = (tx >= 0) & (tx <= width - 1) & (ty >= 0) & (ty <= height - 1)
   occluded = ((return_error < occlusion_return_threshold) & (fb_error > occlusion_cycle_threshold)
-              & inside)
+              & in_frame(np.stack([tx, ty], -1), height, width))
   # Disjoint by construction only if occlusion_cycle_threshold >= cycle_threshold; enforce it.
   return cycle, occluded & ~cycle
 
@@ -248,8 +244,7 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
                 frames: np.ndarray, *, rgb_threshold: float, features: np.ndarray | None = None,
                 feature_similarity_threshold: float = 0.5, has_direct: np.ndarray | None = None,
                 direct_agreement_px: float = 0.0, require_agreement: bool = False,
-                out_dtype=np.float16,
-                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                out_dtype=np.float16) -> tuple[np.ndarray, np.ndarray]:
   """Augments every pair's flow with chained adjacent flows (reference chain_raft, sec. 1.6).
 
   For a start frame i and direction d = +-1, the chain keeps an accumulated flow A and mask M,
@@ -275,7 +270,6 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
   flows.
   The chain from i runs only as far as the farthest listed pair from i in that direction.
   Gap-1 pairs come out unchanged (A = f, M = R). G masks are not changed (use the input ones).
-
   Unlike the reference, this writes new arrays and never modifies its inputs (the reference
   overwrote raft_exhaustive/raft_masks in place, so running it twice changed the result).
 
@@ -293,7 +287,6 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
     direct_agreement_px: see above; 0 = off (the reference's behaviour).
     require_agreement: see above; False = off (the reference's behaviour).
     out_dtype: dtype of the returned flows (float16 is the store's).
-    progress: show a tqdm bar over chain steps.
 
   Returns:
     (flows_out [P, H, W, 2] out_dtype, cycle_out bool [P, H, W]), new arrays.
@@ -308,16 +301,52 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
     for a, b in ((i, i + 1), (i + 1, i)):
       if (a, b) not in lookup or not has_direct[lookup[(a, b)]]:
         raise ValueError(f'chain_flows needs the direct adjacent pair ({a}, {b}).')
-  flows_out = np.empty(flows.shape, out_dtype)
-  cycle_out = np.empty(cycle.shape, bool)
-  gaps = np.abs(pairs[:, 0] - pairs[:, 1])
+  flows_out, cycle_out = np.empty(flows.shape, out_dtype), np.empty(cycle.shape, bool)
   # Gap-1 pairs: the chain would reproduce them exactly; copy.
-  for k in np.nonzero(gaps == 1)[0]:
-    flows_out[k] = flows[k]
-    cycle_out[k] = cycle[k]
+  for k in np.nonzero(np.abs(pairs[:, 0] - pairs[:, 1]) == 1)[0]:
+    flows_out[k], cycle_out[k] = flows[k], cycle[k]
 
   x, y = pixel_grid(height, width)
   rgb = frames.astype(np.float32) / np.float32(255)
+
+  def run_chain(i, last, step, stack_flat, next_flat):
+    """Runs the chain from frame i to frame `last` and writes the listed pairs' outputs."""
+    k0 = lookup[(i, i + step)]
+    acc = flows[k0].astype(np.float32)  # A, float32 [H, W, 2]
+    mask = cycle[k0].copy()  # M
+    source_features = None if features is None else features_at_grid(features[i], (height, width))
+    for j in range(i + step, last + step, step):
+      k = lookup.get((i, j), -1)
+      direct = k >= 0 and has_direct[k]
+      if direct and require_agreement:
+        direct_flow = flows[k].astype(np.float32)
+        witnessed = cycle[k] & (np.linalg.norm(direct_flow - acc, axis=-1) <= direct_agreement_px)
+        acc = np.where(witnessed[..., None], direct_flow, acc)
+      elif direct:
+        use = cycle[k] | occluded[k]
+        if direct_agreement_px > 0:
+          apart = np.linalg.norm(flows[k].astype(np.float32) - acc, axis=-1) > direct_agreement_px
+          use &= ~(mask & apart)
+        acc = np.where(use[..., None], flows[k].astype(np.float32), acc)
+      cx, cy = x + acc[..., 0], y + acc[..., 1]
+      taps = _taps(cx, cy, height, width, frame=j)
+      sampled = _gather(stack_flat, taps)  # [H, W, 5]
+      diff = rgb[i] - sampled[..., :3]
+      mask &= np.einsum('...c,...c->...', diff, diff) < np.float32(rgb_threshold) ** 2
+      if features is not None:
+        fx, fy = feature_grid_coords(cx, cy, (height, width), features.shape[1:3])
+        target_features = bilinear_sample(features, fx, fy, frame=j)
+        mask &= cosine_similarity(source_features, target_features) > feature_similarity_threshold
+      if direct and not require_agreement:
+        mask |= cycle[k] & use
+        mask &= ~(occluded[k] & use)
+      if k >= 0:
+        flows_out[k] = acc
+        cycle_out[k] = mask & witnessed if direct and require_agreement else mask
+      if j != last:
+        acc = acc + sampled[..., 3:]
+        mask &= _all_set(next_flat, taps)
+
   # Chains to run: (direction, start, last frame), one per start with a listed pair of gap >= 2.
   chains = []
   for step in (1, -1):
@@ -325,74 +354,23 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
       targets = [j for j in range(num_frames) if (i, j) in lookup and (j - i) * step >= 2]
       if targets:
         chains.append((step, i, max(targets) if step > 0 else min(targets)))
-  bar = tqdm(total=sum(abs(last - i) for _, i, last in chains), desc='chain', unit='step',
-             disable=not progress)
-  for step in (1, -1):
-    # Per frame j: [rgb_j (3), f_{j,j+step} (2)], so one gather serves the check and the extension.
-    stack = np.zeros((num_frames, height, width, 5), np.float32)
-    stack[..., :3] = rgb
-    next_cycle = np.zeros((num_frames, height, width), bool)
-    for j in range(num_frames):
-      if 0 <= j + step < num_frames:
-        k = lookup[(j, j + step)]
-        stack[j, ..., 3:] = flows[k]
-        next_cycle[j] = cycle[k]
-    for direction, i, last in chains:
-      if direction == step:
-        _chain_from(i, last, step, lookup, flows, cycle, occluded, has_direct, stack, next_cycle,
-                    rgb, x, y, rgb_threshold, features, feature_similarity_threshold,
-                    direct_agreement_px, require_agreement, flows_out, cycle_out)
-        bar.update(abs(last - i))
-  bar.close()
+  with progress.bar(total=sum(abs(last - i) for _, i, last in chains), desc='chain',
+                    unit='step') as bar:
+    for step in (1, -1):
+      # Per frame j: [rgb_j (3), f_{j,j+step} (2)]: one gather serves the check and the extension.
+      stack = np.zeros((num_frames, height, width, 5), np.float32)
+      stack[..., :3] = rgb
+      next_cycle = np.zeros((num_frames, height, width), bool)
+      for j in range(num_frames):
+        if 0 <= j + step < num_frames:
+          k = lookup[(j, j + step)]
+          stack[j, ..., 3:] = flows[k]
+          next_cycle[j] = cycle[k]
+      for direction, i, last in chains:
+        if direction == step:
+          run_chain(i, last, step, stack.reshape(-1, 5), next_cycle.reshape(-1))
+          bar.update(abs(last - i))
   return flows_out, cycle_out
-
-
-def _chain_from(i, last, step, lookup, flows, cycle, occluded, has_direct, stack, next_cycle, rgb,
-                x, y, rgb_threshold, features, feature_threshold, agreement_px, strict,
-                flows_out, cycle_out):
-  """Runs one chain from frame i to frame `last` and writes the listed pairs' outputs."""
-  height, width = x.shape
-  stack_flat = stack.reshape(-1, stack.shape[-1])
-  next_flat = next_cycle.reshape(-1)
-  k0 = lookup[(i, i + step)]
-  acc = flows[k0].astype(np.float32)  # A, float32 [H, W, 2]
-  mask = cycle[k0].copy()  # M
-  source_features = None
-  if features is not None:
-    source_features = features_at_grid(features[i], (height, width))
-  for j in range(i + step, last + step, step):
-    k = lookup.get((i, j), -1)
-    direct = k >= 0 and has_direct[k]
-    if direct and strict:
-      direct_flow = flows[k].astype(np.float32)
-      agree = np.linalg.norm(direct_flow - acc, axis=-1) <= agreement_px
-      witnessed = agree & cycle[k]
-      acc = np.where(witnessed[..., None], direct_flow, acc)
-    elif direct:
-      use = cycle[k] | occluded[k]
-      if agreement_px > 0:
-        apart = np.linalg.norm(flows[k].astype(np.float32) - acc, axis=-1) > agreement_px
-        use &= ~(mask & apart)
-      acc = np.where(use[..., None], flows[k].astype(np.float32), acc)
-    cx = x + acc[..., 0]
-    cy = y + acc[..., 1]
-    taps = _taps(cx, cy, height, width, frame=j)
-    sampled = _gather(stack_flat, taps)  # [H, W, 5]
-    diff = rgb[i] - sampled[..., :3]
-    mask &= np.einsum('...c,...c->...', diff, diff) < np.float32(rgb_threshold) ** 2
-    if features is not None:
-      fx, fy = feature_grid_coords(cx, cy, (height, width), features.shape[1:3])
-      target_features = bilinear_sample(features, fx, fy, frame=j)
-      mask &= cosine_similarity(source_features, target_features) > feature_threshold
-    if direct and not strict:
-      mask |= cycle[k] & use
-      mask &= ~(occluded[k] & use)
-    if k >= 0:
-      flows_out[k] = acc
-      cycle_out[k] = mask & witnessed if direct and strict else mask
-    if j != last:
-      acc = acc + sampled[..., 3:]
-      mask &= _all_set(next_flat, taps)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -412,10 +390,9 @@ def count_maps(pairs: np.ndarray, valid: np.ndarray, num_frames: int
       valid (the reference's count_maps).
     pair_counts: int32 [P], valid pixels per pair (the reference's flow_stats).
   """
-  height, width = valid.shape[1:]
   # Computed from scratch from the final masks: re-running never accumulates (the reference
   # updated count_maps / flow_stats files in place).
-  counts = np.zeros((num_frames, height, width), np.int32)
+  counts = np.zeros((num_frames, *valid.shape[1:]), np.int32)
   for k, (i, _) in enumerate(pairs):
     counts[i] += valid[k]
   pair_counts = valid.reshape(len(pairs), -1).sum(axis=1).astype(np.int32)

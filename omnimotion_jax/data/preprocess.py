@@ -17,15 +17,19 @@ cached or not, so a resumed run gives bit-identical results. A finished run (sam
 same config) is detected from the store's metadata and skipped.
 """
 
+import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from omnimotion_jax import fileio
+from omnimotion_jax import progress
+from omnimotion_jax import workdir as workdir_lib
 from omnimotion_jax.data import filtering
 from omnimotion_jax.data import flow as flow_lib
 from omnimotion_jax.data import pairs as pairs_lib
@@ -34,24 +38,28 @@ from omnimotion_jax.data import video as video_lib
 from omnimotion_jax.config import config_hash
 from omnimotion_jax.errors import UserInputError
 
-STORE_NAME = 'sequence.npz'
-REPORT_NAME = 'preprocess.json'
-CACHE_DIR = 'flow_cache'
+_log = logging.getLogger(__name__)
+# config.data fields recorded in the store's meta.
+META_FIELDS = ('max_side', 'stride', 'max_frames', 'pair_plan', 'dense_gap', 'long_stride',
+               'long_gap_growth', 'max_gap', 'chain', 'cycle_threshold', 'occlusion_cycle_threshold',
+               'occlusion_return_threshold', 'occlusion_max_gap', 'chain_rgb_threshold',
+               'feature_similarity_threshold', 'feature_check_min_gap', 'direct_agreement_px',
+               'require_agreement')
 CACHE_CHUNK = 64  # Direct flows per cache file (~16 MB at 256x256 in float16).
 FEATURES_SUBDIR = ('features', 'dino')  # Per-frame features inside a reference sequence folder.
 
 
-def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir=None,
-               features_dir=None, keep_cache: bool = False) -> Path:
+def preprocess(video, workdir, data_cfg, *, flow_dir=None, features_dir=None,
+               keep_cache: bool = False) -> Path:
   """Preprocesses one video into `workdir/sequence.npz` (module docstring).
 
   Args:
-    video_path: a video file or folder of frames; with data.flow_backend == 'omnimotion_dir', a
-      sequence folder in the reference layout (color/, raft_exhaustive/, raft_masks/).
+    video: a video file or folder of frames; with data.flow_backend == 'omnimotion_dir', a
+      sequence folder in the reference layout (color/, raft_exhaustive/, raft_masks/); or the
+      frames themselves, uint8 [T, H, W, 3] (selected and resized as a file's would be).
     workdir: output folder (created).
     data_cfg: the `config.data` ConfigDict (configs/default.py). Optional extra fields read if
       present: flow_dir, flow_pattern, features_dir, max_gap.
-    progress: show tqdm progress bars.
     flow_dir: 'files' backend: folder of precomputed flows (overrides data_cfg.flow_dir).
     features_dir: optional folder of per-frame features, one float [h, w, C] .npy per frame named
       by input frame index ({i:05d}.npy) or frame file stem; enables the feature checks.
@@ -60,79 +68,52 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
   Returns:
     The store path.
   """
-  # All config fields are read here; helpers get explicit values.
-  resize = None if data_cfg.resize is None else tuple(data_cfg.resize)
-  max_side = data_cfg.max_side
-  stride = data_cfg.stride
-  max_frames = data_cfg.max_frames
-  backend_name = data_cfg.flow_backend
-  dis_preset = data_cfg.dis_preset
-  plan_name = data_cfg.pair_plan
-  dense_gap = data_cfg.dense_gap
-  long_stride = data_cfg.long_stride
-  long_gap_growth = data_cfg.long_gap_growth
-  max_gap = data_cfg.max_gap
-  cycle_threshold = data_cfg.cycle_threshold
-  occlusion_cycle_threshold = data_cfg.occlusion_cycle_threshold
-  occlusion_return_threshold = data_cfg.occlusion_return_threshold
-  occlusion_max_gap = data_cfg.occlusion_max_gap
-  chain_rgb_threshold = data_cfg.chain_rgb_threshold
-  direct_agreement_px = data_cfg.direct_agreement_px
-  require_agreement = data_cfg.require_agreement
-  feature_threshold = data_cfg.feature_similarity_threshold
-  feature_check_min_gap = data_cfg.feature_check_min_gap
-  chain = data_cfg.chain
-  flow_dir = flow_dir if flow_dir is not None else data_cfg.flow_dir
-  flow_pattern = data_cfg.flow_pattern
-  features_dir = features_dir if features_dir is not None else data_cfg.features_dir
-
-  if backend_name not in flow_lib.BACKENDS:
-    raise UserInputError(f'data.flow_backend={backend_name!r}: unknown backend; use one of '
+  c = data_cfg
+  resize = None if c.resize is None else tuple(c.resize)
+  if c.flow_backend not in flow_lib.BACKENDS:
+    raise UserInputError(f'data.flow_backend={c.flow_backend!r}: unknown backend; use one of '
                          f'{flow_lib.BACKENDS}.')
-  video_path = Path(video_path)
   workdir = Path(workdir)
-  store_path = workdir / STORE_NAME
-  report_path = workdir / REPORT_NAME
-  if not video_path.exists():
-    raise UserInputError(f'{video_path}: no such file or folder; pass a video file or a folder '
-                         'of frames.')
-  seq_dir = None
-  if backend_name == 'omnimotion_dir':
-    seq_dir = video_path
-    flow_lib.check_omnimotion_dir(seq_dir)
-    frames_path = seq_dir / flow_lib.COLOR_DIR
-    if features_dir is None and seq_dir.joinpath(*FEATURES_SUBDIR).is_dir():
-      features_dir = seq_dir.joinpath(*FEATURES_SUBDIR)
-  else:
-    frames_path = video_path
-
+  store_path = workdir / workdir_lib.STORE
+  report_path = workdir / workdir_lib.PREPROCESS
   cfg_hash = config_hash(data_cfg)
-  key = _fingerprint([video_path, flow_dir, features_dir], cfg_hash, exclude=workdir)
+  inp = _resolve_input(video, c, workdir, cfg_hash,
+                       flow_dir if flow_dir is not None else c.flow_dir,
+                       features_dir if features_dir is not None else c.features_dir)
+  flow_dir, features_dir, key, source = inp.flow_dir, inp.features_dir, inp.key, inp.source
   meta = store_lib.read_meta(store_path) if store_path.is_file() else None
   if meta is not None and meta.get('preprocess_key') == key and report_path.is_file():
-    print(f'{store_path}: already preprocessed from {video_path} with this config; nothing to do '
-          '(delete it to redo).')
+    _log.info('%s: already preprocessed from %s with this config; nothing to do (delete it to '
+              'redo).', store_path, source)
     return store_path
 
   timings = {}
   clock = time.perf_counter()
   t0 = clock
-  frames, frame_indices = video_lib.load_video(frames_path, resize=resize, max_side=max_side,
-                                               stride=stride, max_frames=max_frames,
-                                               return_indices=True)
-  probe = video_lib.probe_video(frames_path)
+  if isinstance(video, np.ndarray):
+    frames, frame_indices = video_lib.select_frames(video, resize, c.max_side, c.stride,
+                                                    c.max_frames)
+    probe = {'num_frames': len(video), 'height': video.shape[1], 'width': video.shape[2],
+             'fps': None}
+  else:
+    frames, frame_indices = video_lib.load_video(inp.frames_path, resize=resize,
+                                                 max_side=c.max_side, stride=c.stride,
+                                                 max_frames=c.max_frames, return_indices=True)
+    probe = video_lib.probe_video(inp.frames_path)
   input_size = (probe['height'], probe['width'])
   num_frames, height, width = frames.shape[:3]
   timings['load'] = time.perf_counter() - t0
 
-  plan = pairs_lib.make_plan(plan_name, num_frames, dense_gap, long_stride, max_gap,
-                             long_gap_growth)
-  backend = flow_lib.make_backend(backend_name, frames, dis_preset=dis_preset, flow_dir=flow_dir,
-                                  pattern=flow_pattern, frame_indices=frame_indices,
-                                  input_size=input_size, seq_dir=seq_dir)
+  plan = pairs_lib.make_plan(c.pair_plan, num_frames, c.dense_gap, c.long_stride, c.max_gap,
+                             c.long_gap_growth)
+  backend = flow_lib.make_backend(c.flow_backend, frames, dis_preset=c.dis_preset,
+                                  flow_dir=flow_dir, pattern=c.flow_pattern,
+                                  frame_indices=frame_indices, input_size=input_size,
+                                  seq_dir=inp.seq_dir)
   features = None
   if features_dir is not None:
-    features = load_features(features_dir, frame_indices, _frame_stems(frames_path, frame_indices))
+    stems = None if inp.frames_path is None else _frame_stems(inp.frames_path, frame_indices)
+    features = load_features(features_dir, frame_indices, stems)
 
   # 1. Direct flows (cached in chunks for expensive backends).
   t0 = time.perf_counter()
@@ -140,8 +121,8 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
   flow_pairs = plan.pairs if precomputed_masks else plan.direct
   cache_key = json.dumps({'backend': backend.fingerprint(), 'frames': _hash_array(frames),
                           'pairs': _hash_array(flow_pairs)}, sort_keys=True)
-  direct, num_cached = compute_flows(backend, flow_pairs, workdir / CACHE_DIR, cache_key,
-                                     CACHE_CHUNK, progress)
+  direct, num_cached = compute_flows(backend, flow_pairs, workdir / workdir_lib.FLOW_CACHE,
+                                     cache_key, CACHE_CHUNK)
   timings['flow'] = time.perf_counter() - t0
 
   # 2. Filtering.
@@ -156,30 +137,17 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
     cycle = np.stack([m[0] for m in masks])
     occluded = np.stack([m[1] for m in masks])
   else:
-    cycle = np.empty((len(plan.pairs), height, width), bool)
-    occluded = np.empty_like(cycle)
-    for k, (i, j) in enumerate(tqdm(plan.pairs, desc='filter', unit='pair', disable=not progress)):
-      i, j = int(i), int(j)
-      cycle[k], occluded[k] = filtering.filter_pair(
-          direct[rows[(i, j)]], direct[rows[(j, i)]], abs(i - j),
-          cycle_threshold=cycle_threshold, occlusion_cycle_threshold=occlusion_cycle_threshold,
-          occlusion_return_threshold=occlusion_return_threshold,
-          occlusion_max_gap=occlusion_max_gap,
-          features_i=None if features is None else features[i],
-          features_j=None if features is None else features[j],
-          feature_similarity_threshold=feature_threshold,
-          feature_check_min_gap=feature_check_min_gap)
+    cycle, occluded = filter_pairs(plan.pairs, direct, rows, c, features)
   del direct
   timings['filter'] = time.perf_counter() - t0
 
   # 3. Chaining (not for reference folders with masks: their flows are already chained).
   t0 = time.perf_counter()
-  if chain and not precomputed_masks:
+  if c.chain and not precomputed_masks:
     flows_out, cycle_out = filtering.chain_flows(
-        plan.pairs, stored_flows, cycle, occluded, frames, rgb_threshold=chain_rgb_threshold,
-        features=features, feature_similarity_threshold=feature_threshold,
-        direct_agreement_px=direct_agreement_px, require_agreement=require_agreement,
-        progress=progress)
+        plan.pairs, stored_flows, cycle, occluded, frames, rgb_threshold=c.chain_rgb_threshold,
+        features=features, feature_similarity_threshold=c.feature_similarity_threshold,
+        direct_agreement_px=c.direct_agreement_px, require_agreement=c.require_agreement)
   else:
     flows_out, cycle_out = stored_flows, cycle
   timings['chain'] = time.perf_counter() - t0
@@ -190,21 +158,12 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
   timings['count'] = time.perf_counter() - t0
   t0 = time.perf_counter()
   meta = {
-      'preprocess_key': key, 'config_hash': cfg_hash, 'source': str(video_path.resolve()),
+      'preprocess_key': key, 'config_hash': cfg_hash, 'source': source,
       'input_size': list(input_size), 'input_frames': probe['num_frames'], 'fps': probe['fps'],
-      'size': [height, width], 'resize': resize, 'max_side': max_side, 'stride': stride,
-      'max_frames': max_frames, 'backend': backend.fingerprint(), 'pair_plan': plan_name,
-      'dense_gap': dense_gap, 'long_stride': long_stride,
-      'long_gap_growth': long_gap_growth, 'max_gap': max_gap, 'chain': chain,
+      'size': [height, width], 'resize': resize, 'backend': backend.fingerprint(),
       'masks_from': 'omnimotion_dir' if precomputed_masks else 'filter',
       'features': None if features_dir is None else str(features_dir),
-      'cycle_threshold': cycle_threshold, 'occlusion_cycle_threshold': occlusion_cycle_threshold,
-      'occlusion_return_threshold': occlusion_return_threshold,
-      'occlusion_max_gap': occlusion_max_gap, 'chain_rgb_threshold': chain_rgb_threshold,
-      'feature_similarity_threshold': feature_threshold,
-      'feature_check_min_gap': feature_check_min_gap, 'direct_agreement_px': direct_agreement_px,
-      'require_agreement': require_agreement,
-  }
+      **{name: c[name] for name in META_FIELDS}}
   store_lib.write_store(store_path, frames=frames, frame_indices=frame_indices,
                         pairs=plan.pairs, flows=flows_out, cycle=cycle_out, occluded=occluded,
                         counts=counts, pair_counts=pair_counts, meta=meta)
@@ -213,7 +172,7 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
   timings = {name: round(value, 3) for name, value in timings.items()}
 
   report = {
-      'store': str(store_path), 'preprocess_key': key, 'source': str(video_path),
+      'store': str(store_path), 'preprocess_key': key, 'source': source,
       'num_frames': num_frames, 'size': [height, width], 'input_size': list(input_size),
       'backend': backend.fingerprint(), 'plan': plan.summary(), 'timings_s': timings,
       'flows_computed': len(flow_pairs) - num_cached, 'flows_from_cache': num_cached,
@@ -223,17 +182,72 @@ def preprocess(video_path, workdir, data_cfg, progress: bool = True, *, flow_dir
                 'frames': frames.nbytes, 'counts': counts.nbytes},
       'valid_fraction_per_gap': _valid_fraction_per_gap(plan.pairs, pair_counts, height * width),
   }
-  _write_json_atomic(report_path, report)
+  fileio.write_text_atomic(report_path, json.dumps(report, indent=2, sort_keys=True, default=str))
   if not keep_cache:
-    shutil.rmtree(workdir / CACHE_DIR, ignore_errors=True)
-  if progress:
-    print(f'{store_path}: {num_frames} frames {width}x{height}, {len(plan.pairs)} pairs, '
-          f'{report["bytes"]["store"] / 1e6:.1f} MB in {timings["total"]:.1f} s.')
+    shutil.rmtree(workdir / workdir_lib.FLOW_CACHE, ignore_errors=True)
+  _log.info('%s: %d frames %dx%d, %d pairs, %.1f MB in %.1f s.', store_path, num_frames, width,
+            height, len(plan.pairs), report['bytes']['store'] / 1e6, timings['total'])
   return store_path
 
 
+@dataclasses.dataclass(frozen=True)
+class _Input:
+  """Where `preprocess` reads from, and the key that says whether its store is up to date."""
+  key: str
+  source: str  # For messages and the store's meta.
+  frames_path: Path | None  # A video file or frame folder; None for frames in memory.
+  seq_dir: Path | None  # A reference sequence folder ('omnimotion_dir').
+  flow_dir: Path | None
+  features_dir: Path | None
+
+
+def _resolve_input(video, c, workdir: Path, cfg_hash: str, flow_dir, features_dir) -> _Input:
+  """Checks the input and fingerprints it (frames by content, files by path, size and mtime)."""
+  if isinstance(video, np.ndarray):
+    if c.flow_backend == 'omnimotion_dir':
+      raise UserInputError('data.flow_backend=omnimotion_dir reads a sequence folder, not frames.')
+    digest = hashlib.sha256(f'{cfg_hash}:{_hash_array(video)}'.encode()).hexdigest()
+    return _Input(_fingerprint([flow_dir, features_dir], digest, exclude=workdir),
+                  f'frames {list(video.shape)}', None, None, flow_dir, features_dir)
+  path = Path(video)
+  if not path.exists():
+    raise UserInputError(f'{path}: no such file or folder; pass a video file or a folder of '
+                         'frames.')
+  seq_dir, frames_path = None, path
+  if c.flow_backend == 'omnimotion_dir':
+    flow_lib.check_omnimotion_dir(path)
+    seq_dir, frames_path = path, path / flow_lib.COLOR_DIR
+    if features_dir is None and path.joinpath(*FEATURES_SUBDIR).is_dir():
+      features_dir = path.joinpath(*FEATURES_SUBDIR)
+  key = _fingerprint([path, flow_dir, features_dir], cfg_hash, exclude=workdir)
+  return _Input(key, str(path.resolve()), frames_path, seq_dir, flow_dir, features_dir)
+
+
+def filter_pairs(pairs: np.ndarray, direct: np.ndarray, rows: dict, c,
+                 features: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+  """(cycle, occluded) bool [P, H, W] masks of the stored `pairs` from their direct flows.
+
+  direct: float16 [D, H, W, 2] flows of the direct pairs, row rows[(i, j)] for pair (i, j) (both
+  directions are needed); c: config.data; features: optional [N, h, w, C].
+  """
+  cycle = np.empty((len(pairs),) + direct.shape[1:3], bool)
+  occluded = np.empty_like(cycle)
+  for k, (i, j) in enumerate(progress.bar(pairs, desc='filter', unit='pair')):
+    i, j = int(i), int(j)
+    cycle[k], occluded[k] = filtering.filter_pair(
+        direct[rows[(i, j)]], direct[rows[(j, i)]], abs(i - j),
+        cycle_threshold=c.cycle_threshold, occlusion_cycle_threshold=c.occlusion_cycle_threshold,
+        occlusion_return_threshold=c.occlusion_return_threshold,
+        occlusion_max_gap=c.occlusion_max_gap,
+        features_i=None if features is None else features[i],
+        features_j=None if features is None else features[j],
+        feature_similarity_threshold=c.feature_similarity_threshold,
+        feature_check_min_gap=c.feature_check_min_gap)
+  return cycle, occluded
+
+
 def compute_flows(backend: flow_lib.FlowBackend, pairs: np.ndarray, cache_dir: Path,
-                  cache_key: str, chunk: int, progress: bool) -> tuple[np.ndarray, int]:
+                  cache_key: str, chunk: int) -> tuple[np.ndarray, int]:
   """Direct flows of `pairs` int [D, 2], float16 [D, H, W, 2], resuming from cache_dir.
 
   For cacheable backends every chunk of `chunk` pairs is saved (atomically) as soon as it is
@@ -248,8 +262,7 @@ def compute_flows(backend: flow_lib.FlowBackend, pairs: np.ndarray, cache_dir: P
   if use_cache:
     _open_cache(cache_dir, cache_key)
   num_cached = 0
-  with tqdm(total=len(pairs), desc=f'flow ({backend.name})', unit='pair',
-            disable=not progress) as bar:
+  with progress.bar(total=len(pairs), desc=f'flow ({backend.name})', unit='pair') as bar:
     for c, start in enumerate(range(0, len(pairs), chunk)):
       block = pairs[start:start + chunk]
       path = cache_dir / f'flows_{c:05d}.npz'
@@ -274,7 +287,7 @@ def _open_cache(cache_dir: Path, cache_key: str) -> None:
     for path in cache_dir.glob('flows_*.npz'):
       path.unlink()
   cache_dir.mkdir(parents=True, exist_ok=True)
-  key_path.write_text(cache_key)
+  fileio.write_text_atomic(key_path, cache_key)
 
 
 def _load_chunk(path: Path, block: np.ndarray, out: np.ndarray) -> bool:
@@ -347,9 +360,3 @@ def _valid_fraction_per_gap(pairs: np.ndarray, pair_counts: np.ndarray, pixels: 
   gaps = np.abs(pairs[:, 1] - pairs[:, 0])
   return {int(g): round(float(pair_counts[gaps == g].mean()) / pixels, 4)
           for g in np.unique(gaps)}
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-  tmp = path.with_name(f'.{path.name}.tmp')
-  tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-  tmp.replace(path)

@@ -189,6 +189,27 @@ def load_video(path: str | os.PathLike, resize: tuple[int, int] | None = None,
   return frames
 
 
+def select_frames(video: np.ndarray, resize: tuple[int, int] | None = None,
+                  max_side: int | None = None, stride: int = 1,
+                  max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """`load_video`'s frame selection and resizing for frames already in memory.
+
+  video: uint8 [T, H, W, 3]. Returns (uint8 [T', H', W', 3] frames, int32 [T'] input indices).
+  """
+  _check_selection(resize, max_side, stride, max_frames)
+  video = np.asarray(video)
+  if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+    raise UserInputError(f'frames: expected uint8 [T, H, W, 3], got {video.dtype} '
+                         f'{list(video.shape)}.')
+  size = output_size(*video.shape[1:3], resize, max_side)
+  picked = list(_select(video, stride, max_frames))
+  if len(picked) < MIN_FRAMES:
+    raise UserInputError(f'frames: only {len(picked)} frame(s) after stride={stride}, '
+                         f'max_frames={max_frames}; at least {MIN_FRAMES} are needed.')
+  frames = np.stack([resize_frame(frame, size) for _, frame in picked])
+  return frames, np.asarray([index for index, _ in picked], np.int32)
+
+
 def _load_folder(folder, resize, max_side, stride, max_frames):
   files = list_frame_files(folder)
   # Check every header first so a mixed-size folder fails before any decoding.

@@ -41,12 +41,11 @@ Occlusion rules:
 
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 
+from omnimotion_jax import progress
 from omnimotion_jax.data import filtering
 from omnimotion_jax.data import flow as flow_lib
-from omnimotion_jax.errors import UserInputError
 from omnimotion_jax.data import store as store_lib
 from omnimotion_jax.data.store import SequenceData
 
@@ -61,25 +60,19 @@ MASK_PASS = 0.5
 # ------------------------------------------------------------------------------------------------
 # Helpers.
 
-def _query_frames(queries: np.ndarray, num_frames: int) -> np.ndarray:
-  """int64 [Q] frame index of each (t, y, x) query (rounded); raises if outside [0, T)."""
-  t = np.round(np.asarray(queries, np.float64)[:, 0]).astype(np.int64)
-  if t.size and (t.min() < 0 or t.max() >= num_frames):
-    raise ValueError(f'query frames must lie in [0, {num_frames}); got {t.min()}..{t.max()}.')
-  return t
+def _split_queries(queries, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+  """(t, y, x) queries [Q, 3] -> int64 [Q] frame (rounded), float64 [Q, 2] (x, y) px.
 
-
-def _check_queries(queries) -> np.ndarray:
+  Raises:
+    ValueError: queries are not [Q, 3], or a frame lies outside [0, T).
+  """
   queries = np.asarray(queries, np.float64)
   if queries.ndim != 2 or queries.shape[1] != 3:
     raise ValueError(f'queries must be [Q, 3] (t, y, x); got shape {queries.shape}.')
-  return queries
-
-
-def _inside(xy: np.ndarray, height: int, width: int) -> np.ndarray:
-  """bool [...]: (x, y) [..., 2] lies in the hull of pixel centres [0, W-1] x [0, H-1]."""
-  x, y = xy[..., 0], xy[..., 1]
-  return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+  t = np.round(queries[:, 0]).astype(np.int64)
+  if t.size and (t.min() < 0 or t.max() >= num_frames):
+    raise ValueError(f'query frames must lie in [0, {num_frames}); got {t.min()}..{t.max()}.')
+  return t, queries[:, [2, 1]]
 
 
 def _clip(xy: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -111,7 +104,7 @@ def _chain_step(seq: SequenceData, s: int, s_next: int, xy: np.ndarray,
   flow = np.asarray(seq.flows[row])
   forward = _sample(flow, _clip(xy, height, width))
   new_xy = xy + forward
-  broken = ~_inside(xy, height, width)
+  broken = ~filtering.in_frame(xy, height, width)
   if cycle_threshold is None:
     mask = np.asarray(seq.cycle[row], np.float32)[..., None]
     broken |= _sample(mask, xy)[:, 0] < MASK_PASS
@@ -140,16 +133,12 @@ def chained_flow_tracks(seq: SequenceData, queries: np.ndarray, *,
     tracks: float32 [Q, T, 2] (x, y) px.
     occluded: bool [Q, T].
   """
-  queries = _check_queries(queries)
   num_frames = seq.num_frames
   height, width = seq.size
-  num_queries = len(queries)
-  query_t = _query_frames(queries, num_frames)
-  query_xy = queries[:, [2, 1]]
-  tracks = np.zeros((num_queries, num_frames, 2), np.float64)
-  occluded = np.zeros((num_queries, num_frames), bool)
-  rows = np.arange(num_queries)
-  tracks[rows, query_t] = query_xy
+  query_t, query_xy = _split_queries(queries, num_frames)
+  tracks = np.zeros((len(query_t), num_frames, 2), np.float64)
+  occluded = np.zeros((len(query_t), num_frames), bool)
+  tracks[np.arange(len(query_t)), query_t] = query_xy
   for step in (1, -1):
     frames = range(num_frames - 1) if step > 0 else range(num_frames - 1, 0, -1)
     xy = query_xy.copy()
@@ -161,7 +150,7 @@ def chained_flow_tracks(seq: SequenceData, queries: np.ndarray, *,
       xy = np.where((query_t == s)[:, None], query_xy, xy)
       new_xy, broken = _chain_step(seq, s, s + step, xy[active], cycle_threshold)
       tracks[active, s + step] = new_xy
-      occluded[active, s + step] = broken | ~_inside(new_xy, height, width)
+      occluded[active, s + step] = broken | ~filtering.in_frame(new_xy, height, width)
       xy[active] = new_xy
   return tracks.astype(np.float32), occluded
 
@@ -183,7 +172,8 @@ def adjacent_store(frames: np.ndarray, flow_fn: FlowFn, *, cycle_threshold: floa
   num_frames, height, width = frames.shape[:3]
   pairs = np.array([(i, i + d) for i in range(num_frames) for d in (-1, 1)
                     if 0 <= i + d < num_frames], np.int32).reshape(-1, 2)
-  flows = np.stack([flow_fn(frames[i], frames[j]) for i, j in pairs]).astype(np.float16)
+  flows = np.stack([flow_fn(frames[i], frames[j]) for i, j in progress.bar(
+      pairs, desc='adjacent flow', unit='pair')]).astype(np.float16)
   index = store_lib.make_pair_index(pairs, num_frames)
   cycle = np.stack([filtering.forward_backward_masks(
       flows[k].astype(np.float32), flows[index[j, i]].astype(np.float32),
@@ -231,13 +221,11 @@ def direct_flow_tracks(frames: np.ndarray, queries: np.ndarray, flow_fn: FlowFn,
     tracks: float32 [Q, N, 2] (x, y) px.
     occluded: bool [Q, N].
   """
-  queries = _check_queries(queries)
   frames = np.asarray(frames)
   num_frames, height, width = frames.shape[:3]
-  query_t = _query_frames(queries, num_frames)
-  query_xy = queries[:, [2, 1]]
-  tracks = np.zeros((len(queries), num_frames, 2), np.float64)
-  occluded = np.zeros((len(queries), num_frames), bool)
+  query_t, query_xy = _split_queries(queries, num_frames)
+  tracks = np.zeros((len(query_t), num_frames, 2), np.float64)
+  occluded = np.zeros((len(query_t), num_frames), bool)
   query_frames = set(np.unique(query_t).tolist())
   cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -251,7 +239,7 @@ def direct_flow_tracks(frames: np.ndarray, queries: np.ndarray, flow_fn: FlowFn,
       cache[(a, b)] = out
     return out
 
-  for q in sorted(query_frames):
+  for q in progress.bar(sorted(query_frames), desc='direct flow', unit='query frame'):
     members = np.nonzero(query_t == q)[0]
     xy = query_xy[members]
     tracks[members, q] = xy
@@ -262,5 +250,5 @@ def direct_flow_tracks(frames: np.ndarray, queries: np.ndarray, flow_fn: FlowFn,
       target = xy + forward
       error = np.linalg.norm(forward + _sample(flow(j, q), target), axis=-1)
       tracks[members, j] = target
-      occluded[members, j] = ~(error < cycle_threshold) | ~_inside(target, height, width)
+      occluded[members, j] = ~(error < cycle_threshold) | ~filtering.in_frame(target, height, width)
   return tracks.astype(np.float32), occluded

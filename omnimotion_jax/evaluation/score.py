@@ -10,22 +10,23 @@ with `convert_grid_coordinates` before scoring, so the pixel thresholds mean wha
 TAP-Vid whatever the video's size.
 """
 
-import json
 import time
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 
-from omnimotion_jax.evaluation import baselines
 from omnimotion_jax import fileio
 from omnimotion_jax import pipeline
-from omnimotion_jax.data import store
 from omnimotion_jax import tapvid
+from omnimotion_jax import workdir as workdir_lib
+from omnimotion_jax.data import flow as flow_lib
+from omnimotion_jax.data import store
+from omnimotion_jax.data import video as video_lib
 from omnimotion_jax.errors import UserInputError
+from omnimotion_jax.evaluation import baselines
 
-GT_FILE = 'gt.npz'
-EVAL_FILE = 'eval.json'
+TRACKERS = ('omnimotion', 'chained', 'direct')
 METRIC_SIZE = (256, 256)  # (H, W) at which TAP-Vid metrics are computed.
 HEADLINE = ('average_jaccard', 'average_pts_within_thresh', 'occlusion_accuracy',
             'temporal_coherence')
@@ -57,27 +58,30 @@ def score(query_points: np.ndarray, gt_tracks: np.ndarray, gt_occluded: np.ndarr
 def save_ground_truth(workdir: Path, query_points: np.ndarray, target_points: np.ndarray,
                       occluded: np.ndarray) -> Path:
   """Writes workdir/gt.npz (query_points [Q,3] (t,y,x), target_points [Q,T,2], occluded [Q,T])."""
-  return fileio.write_npz_atomic(Path(workdir) / GT_FILE, {
+  return fileio.write_npz_atomic(Path(workdir) / workdir_lib.GT, {
       'query_points': query_points.astype(np.float32),
       'target_points': target_points.astype(np.float32), 'occluded': occluded.astype(bool)})
 
 
-def input_frames(seq: store.SequenceData) -> np.ndarray:
+def input_frames(seq: store.SequenceData, video: np.ndarray | None = None) -> np.ndarray:
   """uint8 [N, H_in, W_in, 3]: the store's frames at the input video's own size.
 
   The store's frames when the model runs at the input size; otherwise the same frames (same
-  stride and frame cap) decoded again from the store's source, without resizing.
+  stride and frame cap), not resized, of `video` (the uint8 [T, H_in, W_in, 3] frames the store
+  was made from) or else decoded again from the store's source.
   """
   meta = seq.meta
   if tuple(meta.get('input_size', seq.size)) == tuple(seq.size):
     return np.asarray(seq.frames)
-  from omnimotion_jax.data import flow as flow_lib  # pylint: disable=import-outside-toplevel
-  from omnimotion_jax.data import video as video_lib  # pylint: disable=import-outside-toplevel
-  source = Path(meta['source'])
-  if meta.get('masks_from') == 'omnimotion_dir' or (source / flow_lib.COLOR_DIR).is_dir():
-    source = source / flow_lib.COLOR_DIR  # A reference sequence folder: its frames.
-  frames = video_lib.load_video(source, stride=meta.get('stride', 1),
-                                max_frames=meta.get('max_frames'))
+  stride, max_frames = meta.get('stride', 1), meta.get('max_frames')
+  source = meta['source']
+  if video is not None:
+    frames, _ = video_lib.select_frames(video, stride=stride, max_frames=max_frames)
+  else:
+    source = Path(source)
+    if meta.get('masks_from') == 'omnimotion_dir' or (source / flow_lib.COLOR_DIR).is_dir():
+      source = source / flow_lib.COLOR_DIR  # A reference sequence folder: its frames.
+    frames = video_lib.load_video(source, stride=stride, max_frames=max_frames)
   if len(frames) != seq.num_frames:
     raise UserInputError(f'{source}: {len(frames)} frames now, the store has '
                          f'{seq.num_frames}; re-run preprocessing.')
@@ -85,37 +89,39 @@ def input_frames(seq: store.SequenceData) -> np.ndarray:
 
 
 def predict_workdir(config: ml_collections.ConfigDict, workdir: Path, query_points: np.ndarray,
-                    trackers=('omnimotion', 'chained', 'direct'), progress: bool = True
+                    trackers=TRACKERS, video: np.ndarray | None = None
                     ) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
   """Tracks queries with each tracker on one preprocessed (and, for 'omnimotion', trained) run.
 
   OmniMotion tracks at the model's resolution and returns input px. The flow baselines run at
   the INPUT video's resolution on its own frames (with the run's flow method): when the model
   runs on downscaled frames they are not handicapped by that. At the model's own size they use
-  the store's adjacent flows (chained), exactly what the model is supervised with.
+  the store's adjacent flows (chained), exactly what the model is supervised with. OmniMotion's
+  tracks are also written to workdir/tracks_eval.npz (the report's GT comparison).
 
   Args:
     query_points: [Q, 3] (t, y, x) in the input video's px.
+    video: the input frames uint8 [T, H_in, W_in, 3] when the store was made from an array
+      (see `input_frames`).
 
   Returns:
     {tracker: (tracks [Q, T, 2] (x, y) input px, occluded [Q, T] bool, seconds)}.
   """
   workdir = Path(workdir)
-  seq = pipeline.load_sequence(workdir)
+  seq = workdir_lib.load_sequence(workdir)
   full_size = tuple(seq.meta.get('input_size', seq.size)) == tuple(seq.size)
   frames = None
   out = {}
   for name in trackers:
     start = time.time()
     if name == 'omnimotion':
-      path = pipeline.track_stage(config, workdir, queries=query_points,
-                                  out=workdir / pipeline.TRACKS_FILE, progress=progress)
-      with np.load(path) as f:
-        tracks, occ = f['tracks'], f['occluded']
+      data = workdir_lib.read_tracks(pipeline.track_stage(
+          config, workdir, queries=query_points, out=workdir / workdir_lib.EVAL_TRACKS))
+      tracks, occ = data['tracks'], data['occluded']
     elif name in ('chained', 'direct'):
       flow_fn = baselines.baseline_flow_fn(config.data)
       if frames is None:
-        frames = input_frames(seq)
+        frames = input_frames(seq, video)
       if name == 'direct':
         tracks, occ = baselines.direct_flow_tracks(frames, query_points, flow_fn,
                                                    cycle_threshold=config.data.cycle_threshold)
@@ -132,9 +138,9 @@ def predict_workdir(config: ml_collections.ConfigDict, workdir: Path, query_poin
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: Path, *,
                      query_points: np.ndarray, target_points: np.ndarray, occluded: np.ndarray,
-                     query_mode: str = 'strided', trackers=('omnimotion', 'chained', 'direct'),
-                     progress: bool = True) -> dict:
-  """Scores the trackers on one video and writes workdir/gt.npz and workdir/eval.json.
+                     query_mode: str = 'strided', trackers=TRACKERS,
+                     video: np.ndarray | None = None) -> dict:
+  """Scores the trackers on one video; writes workdir/gt.npz, eval.json and tracks_eval.npz.
 
   Args:
     config: the run's config (for tracking and the baselines' flow method and cycle threshold).
@@ -143,22 +149,23 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: Path, *,
     target_points: [Q, T, 2] (x, y) ground truth in input px; occluded: [Q, T] bool.
     query_mode: TAP-Vid protocol, 'strided' or 'first'.
     trackers: which trackers to score (see `predict_workdir`).
+    video: the input frames, when the store was made from an array (see `input_frames`).
 
   Returns:
     {tracker: {metric: value, ..., 'wall_s': seconds}}.
   """
   workdir = Path(workdir)
-  seq = pipeline.load_sequence(workdir)
-  size = tuple(seq.meta.get('input_size', seq.size))
+  meta = store.read_meta(workdir / workdir_lib.STORE)
+  size = tuple(meta.get('input_size', meta['size']))
   results = {}
   for name, (tracks, occ, seconds) in predict_workdir(config, workdir, query_points, trackers,
-                                                     progress).items():
+                                                     video).items():
     start = time.time()
     results[name] = score(query_points, target_points, occluded, tracks, occ, size, query_mode)
     results[name]['wall_s'] = round(seconds + time.time() - start, 3)
   save_ground_truth(workdir, query_points, target_points, occluded)
-  fileio.write_text_atomic(workdir / EVAL_FILE, json.dumps(
-      {'query_mode': query_mode, 'metric_size': list(METRIC_SIZE), **results}, indent=2))
+  workdir_lib.write_json(workdir / workdir_lib.EVAL,
+                         {'query_mode': query_mode, 'metric_size': list(METRIC_SIZE), **results})
   return results
 
 

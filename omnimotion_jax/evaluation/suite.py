@@ -4,16 +4,15 @@ For every video of a TAP-Vid set, at 256x256 (the TAP-Vid protocol, and what Omn
 ran everything at, paper Table 1):
   1. sample the queries with TapNet's samplers for the query mode ('strided': every track visible
      at frames 0, 5, 10, ..., with its trackgroup; 'first': each track at its first visible frame);
-  2. write the frames as lossless PNGs into OUT/videos/<id>/input;
-  3. preprocess and optimise the model (skipped with --baseline), in OUT/videos/<id>/run_<hash>
-     (hash of the config without its `track` section, so new occlusion thresholds re-track the
-     trained model);
-  4. track the queries and score OmniMotion and the chained-/direct-flow baselines, all built on
-     the same input correspondences, with `evaluate.evaluate_workdir` (TapNet-identical metrics
+  2. preprocess the decoded frames and optimise the model (skipped with --baseline), in
+     OUT/videos/<id>/run_<hash> (hash of the config without its `track` section, so new
+     occlusion thresholds re-track the trained model);
+  3. track the queries and score OmniMotion and the chained-/direct-flow baselines, all built on
+     the same input correspondences, with `score.evaluate_workdir` (TapNet-identical metrics
      plus TC, at 256x256);
-  5. write OUT/videos/<id>/result.json (metrics per tracker, wall time per stage, config hash).
-After the videos it writes OUT/summary.md and OUT/summary.json: the mean metrics over every
-finished video (whatever shards produced them) beside the published numbers.
+  4. write OUT/videos/<id>/result.json (metrics per tracker, wall time per stage, config hash).
+After the videos it writes OUT/summary.md and OUT/summary.json (evaluation/summary.py): the mean
+metrics over every finished video (whatever shards produced them) beside the published numbers.
 
 Resuming: a video whose result.json has the same config hash, dataset, resolution and query mode,
 and already holds every requested tracker, is skipped. An interrupted video resumes inside its
@@ -32,100 +31,44 @@ Commands:
       --baseline chained --out /tmp/synth      # no manual files needed
 """
 
-import json
+import logging
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import ml_collections
-import numpy as np
 
-from omnimotion_jax.evaluation import score as evaluate
-from omnimotion_jax import fileio
 from omnimotion_jax import pipeline
-from omnimotion_jax.evaluation import workers as workers_lib
+from omnimotion_jax import workdir as workdir_lib
 from omnimotion_jax.config import config_hash, load_config
 from omnimotion_jax.errors import UserInputError
 from omnimotion_jax.evaluation import builders
+from omnimotion_jax.evaluation import score
+from omnimotion_jax.evaluation import summary as summary_lib
+from omnimotion_jax.evaluation import workers as workers_lib
+from omnimotion_jax.evaluation.summary import RESULT_FILE, SUMMARY_MD, TRACKERS, VIDEOS_DIR
 from omnimotion_jax.tapvid import queries
+
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Constants.
 
 QUERY_MODES = ('strided', 'first')
-TRACKERS = ('omnimotion', 'chained', 'direct')
 BASELINES = ('chained', 'direct')
 DEFAULT_RESOLUTION = builders.DEFAULT_CONFIG  # '256x256': the TAP-Vid protocol.
 # TFDS's own default when neither --data_dir nor $TFDS_DATA_DIR is given.
 DEFAULT_DATA_DIR = Path.home() / 'tensorflow_datasets'
 
-VIDEOS_DIR = 'videos'
-INPUT_DIR = 'input'
 # Run folder per hash of the sections that make the model (data, model, train, seed): a new
 # training config never resumes a stale model, while a new `track` config (occlusion thresholds)
 # re-tracks and re-scores the trained model instead of training it again.
 RUN_DIR_PREFIX = 'run_'
 TRACK_ONLY_SECTIONS = ('track',)
-RESULT_FILE = 'result.json'
-SUMMARY_MD = 'summary.md'
-SUMMARY_JSON = 'summary.json'
-FRAME_PATTERN = '{:05d}.png'
 # Characters kept in a video's folder name; anything else becomes '_'.
 UNSAFE_NAME_CHARS = re.compile(r'[^A-Za-z0-9._-]')
-
-# Headline metrics: (key in the results, column title, x100 as in the papers).
-COLUMNS = (
-    ('average_jaccard', 'AJ', True),
-    ('average_pts_within_thresh', '<delta^x_avg', True),
-    ('occlusion_accuracy', 'OA', True),
-    ('temporal_coherence', 'TC (px)', False),
-)
-TRACKER_LABELS = {
-    'omnimotion': 'OmniMotion (this JAX implementation)',
-    # Chained integrates the store's adjacent flows; direct recomputes DIS flow from the query
-    # frame (evaluate.evaluate_workdir), on the same preprocessed frames.
-    'chained': 'chained flow ({backend}), same input correspondences',
-    'direct': 'direct flow ({backend}), same input frames',
-}
-
-# The OmniMotion paper's Table 1 (Wang et al., ICCV 2023): every method run by the paper's
-# authors at 256x256 (Kinetics: a random 100-video subset), query mode strided. Values are
-# AJ, <delta^x_avg, OA (x100) and TC (px), in COLUMNS order.
-_TABLE_1 = (  # (method, Kinetics, DAVIS, RGB-Stacking)
-    ('RAFT-C (chained RAFT, cycle-check occlusion)',
-     (31.7, 51.7, 84.3, 0.82), (30.7, 46.6, 80.2, 0.93), (42.0, 56.4, 91.5, 0.18)),
-    ('RAFT-D (direct RAFT)',
-     (50.6, 66.9, 85.5, 3.00), (34.1, 48.9, 76.1, 9.83), (72.1, 85.1, 92.1, 1.04)),
-    ('TAP-Net', (48.5, 61.7, 86.6, 6.65), (38.4, 53.4, 81.4, 10.82), (61.3, 73.7, 91.5, 1.52)),
-    ('PIPs', (39.1, 55.3, 82.9, 1.30), (39.9, 56.0, 81.3, 1.78), (37.3, 50.6, 89.7, 0.84)),
-    ('Flow-Walk-C', (40.9, 55.5, 84.5, 0.77), (35.2, 51.4, 80.6, 0.90), (41.3, 55.7, 92.2, 0.13)),
-    ('Flow-Walk-D', (46.9, 65.9, 81.8, 3.04), (24.4, 40.9, 76.5, 10.41), (66.3, 82.7, 91.2, 0.47)),
-    ('Deformable Sprites',
-     (25.6, 39.5, 71.4, 1.70), (20.6, 32.9, 69.7, 2.07), (45.0, 58.3, 84.0, 0.99)),
-    ('OmniMotion (TAP-Net input)',
-     (53.8, 68.3, 88.8, 0.77), (50.9, 66.7, 85.7, 0.86), (73.4, 84.1, 92.2, 0.11)),
-    ('OmniMotion (RAFT input)',
-     (55.1, 69.6, 89.6, 0.76), (51.7, 67.5, 85.3, 0.74), (77.5, 87.0, 93.5, 0.13)),
-)
-
-
-def _table_1_rows(column: int) -> tuple:
-  return tuple((method, dict(zip((name for name, _, _ in COLUMNS), rows[column])))
-               for method, *rows in _TABLE_1)
-
-
-PUBLISHED = {
-    'tapvid_kinetics': _table_1_rows(0),
-    'tapvid_davis': _table_1_rows(1),
-    'tapvid_rgb_stacking': _table_1_rows(2),
-    'tapvid_synthetic': (),  # This project's own suite: nothing published.
-}
-PUBLISHED_NOTE = (
-    'Published rows: Table 1 of the OmniMotion paper (Wang et al., "Tracking Everything Everywhere '
-    'All at Once", ICCV 2023), every method run by its authors at 256x256 with strided queries.')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,34 +179,8 @@ def sample_queries(example: dict, query_mode: str) -> dict:
   return {key: value[0] for key, value in sampled.items()}
 
 
-def write_frames(video: np.ndarray, folder: Path) -> None:
-  """Lossless PNG frames (an mp4 would add compression noise the ground truth does not have)."""
-  folder.mkdir(parents=True, exist_ok=True)
-  for index, frame in enumerate(video):
-    path = folder / FRAME_PATTERN.format(index)
-    if path.exists():
-      continue
-    ok, png = cv2.imencode('.png', np.ascontiguousarray(frame[..., ::-1]))  # RGB -> BGR.
-    if not ok:
-      raise RuntimeError(f'{path}: OpenCV could not encode frame {index} as PNG')
-    # Atomic: an interrupted run never leaves a truncated frame for the resumed one to read.
-    with fileio.atomic_open(path) as f:
-      f.write(png.tobytes())
-
-
 # ---------------------------------------------------------------------------------------------
 # One video.
-
-
-def _write_json(path: Path, data: dict) -> None:
-  fileio.write_text_atomic(path, json.dumps(data, indent=2, default=str))
-
-
-def _read_json(path: Path) -> dict | None:
-  try:
-    return json.loads(path.read_text())
-  except (OSError, ValueError):
-    return None  # Missing or half-written: treated as not done.
 
 
 def model_hash(config: ml_collections.ConfigDict) -> str:
@@ -283,7 +200,7 @@ def is_up_to_date(result: dict | None, key: dict, trackers: Sequence[str]) -> bo
 
 def evaluate_video(example: dict, video_dir: Path, config: ml_collections.ConfigDict, *,
                    query_mode: str, trackers: Sequence[str], key: dict, position: int,
-                   progress: bool, previous: dict | None = None) -> dict:
+                   previous: dict | None = None) -> dict:
   """Runs the whole pipeline on one example and writes video_dir/result.json.
 
   Args:
@@ -294,7 +211,6 @@ def evaluate_video(example: dict, video_dir: Path, config: ml_collections.Config
     trackers: trackers to score ('omnimotion' trains the model first).
     key: dataset, resolution, query_mode and config_hash, stored for the resume check.
     position: the video's position in the split (recorded).
-    progress: progress bars.
     previous: an earlier result.json of the same key; its other trackers' metrics are kept
       (e.g. `--baseline direct` after `--baseline chained` ends with both).
 
@@ -313,24 +229,21 @@ def evaluate_video(example: dict, video_dir: Path, config: ml_collections.Config
     # TapNet's metrics are undefined without queries; record it, leave it out of the means.
     result.update(metrics={}, wall_s={'total': round(time.time() - start, 3)},
                   note='no visible track to query; excluded from the means')
-    _write_json(video_dir / RESULT_FILE, result)
+    workdir_lib.write_json(video_dir / RESULT_FILE, result)
     return result
 
-  t0 = time.time()
-  write_frames(video, video_dir / INPUT_DIR)
-  wall['write_frames'] = time.time() - t0
   workdir = video_dir / f'{RUN_DIR_PREFIX}{model_hash(config)}'
   t0 = time.time()
-  pipeline.preprocess_stage(str(video_dir / INPUT_DIR), workdir, config, progress=progress)
+  pipeline.preprocess_stage(video, workdir, config)  # The frames themselves, no file trip.
   wall['preprocess'] = time.time() - t0
   if 'omnimotion' in trackers:
     t0 = time.time()
-    pipeline.train_stage(config, workdir, progress=progress)
+    pipeline.train_stage(config, workdir)
     wall['train'] = time.time() - t0
-  metrics = evaluate.evaluate_workdir(
+  metrics = score.evaluate_workdir(
       config, workdir, query_points=sampled['query_points'],
       target_points=sampled['target_points'], occluded=sampled['occluded'],
-      query_mode=query_mode, trackers=trackers, progress=progress)
+      query_mode=query_mode, trackers=trackers, video=video)
   for name in trackers:
     # evaluate_workdir times each tracker (tracking + scoring); report it as a stage.
     wall[f'track_{name}'] = metrics[name].pop('wall_s')
@@ -343,119 +256,8 @@ def evaluate_video(example: dict, video_dir: Path, config: ml_collections.Config
     result['trackers'] = list(metrics)
   result.update(metrics=metrics, wall_s=wall,
                 workdir=str(workdir.relative_to(video_dir)))
-  _write_json(video_dir / RESULT_FILE, result)
+  workdir_lib.write_json(video_dir / RESULT_FILE, result)
   return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Summary.
-
-
-def _fmt(value: float | None, x100: bool) -> str:
-  if value is None or not np.isfinite(value):
-    return '-'
-  return f'{100 * value:.1f}' if x100 else f'{value:.3f}'
-
-
-def _published_cell(value: float | None, x100: bool) -> str:
-  if value is None:
-    return '-'
-  return f'{value:.1f}' if x100 else f'{value:.2f}'
-
-
-def collect_results(out: Path, key: dict) -> dict[str, dict]:
-  """Every OUT/videos/*/result.json matching `key` (hash, dataset, resolution, mode), by folder."""
-  found = {}
-  for path in sorted((out / VIDEOS_DIR).glob(f'*/{RESULT_FILE}')):
-    result = _read_json(path)
-    if result and all(result.get(k) == v for k, v in key.items()):
-      found[path.parent.name] = result
-  return found
-
-
-def summarize(results: dict[str, dict]) -> dict:
-  """Plain means over videos (TapNet's protocol), per tracker, over the videos that have it."""
-  means = {}
-  for tracker in TRACKERS:
-    rows = [r['metrics'][tracker] for r in results.values() if tracker in r.get('metrics', {})]
-    if not rows:
-      continue
-    means[tracker] = {name: float(np.nanmean([row[name] for row in rows]))
-                      for name, _, _ in COLUMNS}
-    means[tracker]['num_videos'] = len(rows)
-  return means
-
-
-def format_summary(summary: dict) -> str:
-  """The markdown summary (our means, published numbers, per-video rows)."""
-  backend = summary['flow_backend']
-  header = '| method | ' + ' | '.join(title for _, title, _ in COLUMNS) + ' | videos |'
-  rule = '|---|' + '---|' * (len(COLUMNS) + 1)
-  progress = summary['progress']
-  done_line = ('all selected videos are done' if progress['all_done'] else
-               f'NOT all done: {progress["missing"]} of the {progress["selected"]} selected videos '
-               'have no up-to-date result.json yet (other shards still running, or not started)')
-  lines = [
-      f'# TAP-Vid evaluation: {summary["dataset"]} ({summary["resolution"]}), '
-      f'query mode {summary["query_mode"]}',
-      '',
-      f'- config: `{summary["config"]}` (hash `{summary["config_hash"]}`)',
-      f'- videos included: {summary["num_included"]}; {done_line}.',
-      f'- metrics at 256x256 as TapNet computes them; AJ, <delta^x_avg and OA x100, TC in px '
-      '(lower is better); plain mean over videos.',
-  ]
-  if not summary['resolution'].endswith(DEFAULT_RESOLUTION):  # '256x256' or 'mini_256x256'.
-    lines.append(f'- note: frames at {summary["resolution"]}, not the TAP-Vid protocol\'s 256x256.')
-  if summary['query_mode'] != 'strided' and summary['published']:
-    lines.append('- note: the published numbers are strided; this run is '
-                 f'{summary["query_mode"]}, so they are not directly comparable.')
-  lines += ['', '## Means', '', header, rule]
-  for tracker, m in summary['means'].items():
-    label = TRACKER_LABELS[tracker].format(backend=backend)
-    cells = ' | '.join(_fmt(m[name], x100) for name, _, x100 in COLUMNS)
-    lines.append(f'| ours: {label} | {cells} | {m["num_videos"]} |')
-  if not summary['means']:
-    lines.append('| ours: (no finished video yet) |' + ' - |' * (len(COLUMNS) + 1))
-  for label, values in PUBLISHED.get(summary['dataset'], ()):
-    cells = ' | '.join(_published_cell(values.get(name), x100) for name, _, x100 in COLUMNS)
-    lines.append(f'| published: {label} | {cells} | - |')
-  lines += ['', PUBLISHED_NOTE if summary['published'] else
-            f'No published numbers exist for {summary["dataset"]}.']
-  lines += ['', '## Per video', '',
-            '| video | tracker | ' + ' | '.join(t for _, t, _ in COLUMNS) + ' | wall (s) |',
-            '|---|---|' + '---|' * (len(COLUMNS) + 1)]
-  for folder, result in summary['videos'].items():
-    video_id = result.get('video_id', folder)
-    for tracker, m in result.get('metrics', {}).items():
-      cells = ' | '.join(_fmt(m[name], x100) for name, _, x100 in COLUMNS)
-      wall = result['wall_s'].get('total', 0)
-      lines.append(f'| {video_id} | {tracker} | {cells} | {wall:.1f} |')
-    if not result.get('metrics'):
-      lines.append(f'| {video_id} | - |' + ' - |' * len(COLUMNS) + f' {result.get("note", "")} |')
-  return '\n'.join(lines) + '\n'
-
-
-def write_summary(out: Path, key: dict, selected: list[str], config_label: str,
-                  flow_backend: str) -> dict:
-  """Writes OUT/summary.md and OUT/summary.json from every matching result.json present.
-
-  `selected` lists the folder names of the videos this run's selection covers (all shards), to
-  say how many are still missing.
-  """
-  results = collect_results(out, key)
-  missing = [name for name in selected if name not in results]
-  summary = {
-      **key, 'config': config_label, 'flow_backend': flow_backend,
-      'num_included': sum(1 for r in results.values() if r.get('metrics')),
-      'progress': {'selected': len(selected), 'done': len(selected) - len(missing),
-                   'missing': len(missing), 'missing_ids': missing, 'all_done': not missing},
-      'means': summarize(results),
-      'published': {label: dict(values) for label, values in PUBLISHED.get(key['dataset'], ())},
-      'videos': results,
-  }
-  _write_json(out / SUMMARY_JSON, summary)
-  fileio.write_text_atomic(out / SUMMARY_MD, format_summary(summary))
-  return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,7 +266,7 @@ def write_summary(out: Path, key: dict, selected: list[str], config_label: str,
 
 def _video_job(dataset: str, data_dir: Path, manual_dir, resolution: str, index: int,
                video_dir: Path, config: ml_collections.ConfigDict, query_mode: str,
-               trackers: Sequence[str], key: dict, progress: bool):
+               trackers: Sequence[str], key: dict):
   """Loads one video by position and evaluates it (also a worker process's entry point).
 
   Returns (video_id, position, result.json content, seconds).
@@ -472,8 +274,8 @@ def _video_job(dataset: str, data_dir: Path, manual_dir, resolution: str, index:
   t0 = time.time()
   (example,) = builders.load_tapvid(dataset, data_dir, manual_dir, resolution, videos=[index])
   result = evaluate_video(example, video_dir, config, query_mode=query_mode, trackers=trackers,
-                          key=key, position=index, progress=progress,
-                          previous=_read_json(video_dir / RESULT_FILE))
+                          key=key, position=index,
+                          previous=workdir_lib.read_json(video_dir / RESULT_FILE))
   return example['video_id'], index, result, time.time() - t0
 
 
@@ -485,9 +287,7 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
                    baseline: str | None = None,
                    resolution: str = DEFAULT_RESOLUTION,
                    config_label: str | None = None,
-                   workers: int = 1,
-                   progress: bool = True,
-                   log: Callable[[str], None] | None = print) -> dict:
+                   workers: int = 1) -> dict:
   """Evaluates (resumably, optionally one shard of) a TAP-Vid set; see the module docstring.
 
   Args:
@@ -509,13 +309,10 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
       CPU cores (workers.py; 2 on a 2-core CPU: 1.36x the throughput). Results agree with a
       one-process run to within float summation order, and equal those of a run pinned the
       same way.
-    progress: progress bars.
-    log: one-line progress messages (None for silence).
 
   Returns:
     The summary dict (as summary.json) plus 'summary_path', 'evaluated' and 'skipped' (ids).
   """
-  log = log or (lambda _: None)
   if query_mode not in QUERY_MODES:
     raise UserInputError(f'--query_mode {query_mode!r}: choose one of {", ".join(QUERY_MODES)}.')
   if baseline is not None and baseline not in BASELINES:
@@ -549,40 +346,40 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
   mine = selected[shard[0]::shard[1]]
   key = {'dataset': dataset, 'resolution': resolution, 'query_mode': query_mode,
          'config_hash': chash}
-  log(f'eval {dataset}/{resolution} ({query_mode}), config {config_label} [{chash}], trackers '
-      f'{",".join(trackers)}: {len(mine)} of {len(selected)} selected videos in shard '
-      f'{shard[0]}/{shard[1]}')
+  logger.info('eval %s/%s (%s), config %s [%s], trackers %s: %d of %d selected videos in shard '
+              '%d/%d', dataset, resolution, query_mode, config_label, chash, ','.join(trackers),
+              len(mine), len(selected), *shard)
 
-  evaluated, skipped, todo = [], [], []
+  skipped, todo = [], []
   for index in mine:
     video_dir = out / VIDEOS_DIR / folders[index]
-    if is_up_to_date(_read_json(video_dir / RESULT_FILE), key, trackers):
+    if is_up_to_date(workdir_lib.read_json(video_dir / RESULT_FILE), key, trackers):
       skipped.append(all_ids[index])
-      log(f'  {all_ids[index]}: skipped (result.json up to date)')
+      logger.info('  %s: skipped (%s up to date)', all_ids[index], RESULT_FILE)
     else:
       todo.append(index)
   jobs = [(dataset, data_dir, manual_dir, resolution, index, out / VIDEOS_DIR / folders[index],
-           config, query_mode, trackers, key, progress and workers == 1) for index in todo]
-  done = []
+           config, query_mode, trackers, key) for index in todo]
+  evaluated = []
 
   def report(job_result):
     video_id, index, result, seconds = job_result
-    done.append(video_id)
-    scores = ' '.join(f'{name} AJ {_fmt(result["metrics"][name]["average_jaccard"], True)}'
-                      for name in trackers if name in result['metrics'])
-    log(f'  [{len(done)}/{len(todo)}] {video_id} (position {index}): '
-        f'{scores or result.get("note")} ({seconds:.0f} s)')
+    evaluated.append(video_id)
+    scores = ' '.join(
+        f'{name} AJ {summary_lib.format_value(result["metrics"][name]["average_jaccard"], True)}'
+        for name in trackers if name in result['metrics'])
+    logger.info('  [%d/%d] %s (position %d): %s (%.0f s)', len(evaluated), len(todo), video_id,
+                index, scores or result.get('note'), seconds)
 
   if workers == 1:
     for job in jobs:
       report(_video_job(*job))
   else:
     workers_lib.run_pinned(_video_job, jobs, workers, on_result=report)
-  evaluated = done
 
-  summary = write_summary(out, key, [folders[i] for i in selected], config_label,
-                          str(config.data.flow_backend))
-  log(f'summary: {out / SUMMARY_MD} ({summary["num_included"]} videos; '
-      f'{"all done" if summary["progress"]["all_done"] else "not all done"})')
+  summary = summary_lib.write_summary(out, key, [folders[i] for i in selected], config_label,
+                                      str(config.data.flow_backend))
+  logger.info('summary: %s (%d videos; %s)', out / SUMMARY_MD, summary['num_included'],
+              'all done' if summary['progress']['all_done'] else 'not all done')
   return {**summary, 'summary_path': str(out / SUMMARY_MD), 'evaluated': evaluated,
           'skipped': skipped}

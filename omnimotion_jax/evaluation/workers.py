@@ -8,14 +8,18 @@ two-core process there (benchmarks/QUALITY.md, session 7). Each video is then co
 threads, so its floating-point sums run in another order than in a one-process run: results agree
 to within that reordering, not bit for bit, unless both runs use the same pinning.
 
-Workers are spawned (no forked JAX state) and pin themselves before JAX starts.
+Workers are spawned (no forked JAX state) and pin themselves before JAX starts; they show no
+progress bars or info lines (the parent logs each finished job).
 """
 
 import concurrent.futures
+import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable
 
+from omnimotion_jax import progress
+from omnimotion_jax.config import enable_compilation_cache
 from omnimotion_jax.errors import UserInputError
 
 
@@ -31,8 +35,8 @@ def core_sets(num_workers: int) -> list[set[int]]:
 def _pin(queue) -> None:
   """Pool initialiser: take one core set and pin this process to it before XLA starts."""
   os.sched_setaffinity(0, queue.get())
-  from omnimotion_jax import cli  # pylint: disable=import-outside-toplevel
-  cli.enable_compilation_cache()
+  enable_compilation_cache()
+  progress.LOGGER.setLevel(logging.WARNING)  # Bars of several workers would interleave.
 
 
 def run_pinned(fn: Callable, jobs: Iterable[tuple], num_workers: int,

@@ -11,8 +11,7 @@ positional encoding) and on the frame's latent code psi_i:
 with (s, t) computed from the untouched coordinates, so both directions are exact and analytic.
 An optional 2D affine map of (u, v), conditioned on (t_i, z), runs before the couplings in the
 forward direction and after them (inverted in closed form) in the inverse direction; z is unchanged
-by it, so the inverse recomputes the same parameters. Before that (first in the forward direction)
-an optional per-frame affine table (FrameAffine, not in the reference) can hold the camera motion.
+by it, so the inverse recomputes the same parameters.
 
 Shapes: points are [..., 3]; latent codes [..., latent_dim] and frame times [..., 1] only need to
 broadcast against the points' batch shape. Per-frame work (the code projections) therefore runs
@@ -49,9 +48,6 @@ class BijectionConfig:
   affine_depth: int = 8
   affine_width: int = 256
   affine_pe_freqs: int = 4
-  # Per-frame 2D affine table (FrameAffine); its number of rows is the video's frame count.
-  frame_affine: bool = False
-  num_frames: int = 0
 
   def __post_init__(self):
     if any(d not in (0, 1, 2) for d in self.permutation):
@@ -61,9 +57,6 @@ class BijectionConfig:
       raise ValueError('model.bijection.hidden must list at least one hidden width.')
     if self.affine_depth < 2:
       raise ValueError(f'model.bijection.affine_depth={self.affine_depth}: needs >= 2 layers.')
-    if self.frame_affine and self.num_frames < 1:
-      raise ValueError('model.bijection.frame_affine needs the video length: build the model '
-                       'config with model_config(config.model, num_frames=N).')
 
 
 def coupling_encoding(kept: jax.Array, num_freqs: int) -> jax.Array:
@@ -203,41 +196,6 @@ def _inverse_2x2(m: jax.Array) -> jax.Array:
   return adj / det[..., None, None]
 
 
-class FrameAffine(nn.Module):
-  """Per-frame 2D affine of (u, v), a learned table interpolated linearly in time.
-
-  Not in the reference. Row i of `table` [N, 2, 3] is frame i's affine (matrix | translation); a
-  time t maps to the fractional row t N - 1 (frame times are t_i = (i+1)/N). Initialised to the
-  identity; `train.frame_affine_init = 'flow'` overwrites it with the video's dominant motion
-  (global_motion.py), so the couplings start from a camera-stabilised canonical plane.
-  """
-  config: BijectionConfig
-
-  def setup(self):
-    n = self.config.num_frames
-    self.table = self.param('table', lambda key: jnp.tile(jnp.eye(2, 3), (n, 1, 1)))
-
-  def params_for(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Matrix [..., 2, 2] and translation [..., 2] for times t [..., 1]."""
-    n = self.config.num_frames
-    pos = jnp.clip(t[..., 0] * n - 1.0, 0.0, n - 1.0)
-    lo = jnp.clip(jnp.floor(pos), 0, max(n - 2, 0)).astype(jnp.int32)
-    hi = jnp.minimum(lo + 1, n - 1)
-    w = (pos - lo)[..., None, None]
-    rows = (1.0 - w) * self.table[lo] + w * self.table[hi]
-    return rows[..., :2], rows[..., 2]
-
-  def forward(self, x: jax.Array, t: jax.Array) -> jax.Array:
-    m, b = self.params_for(t)
-    uv = jnp.einsum('...ij,...j->...i', m, x[..., :2], precision='highest') + b
-    return jnp.concatenate([uv, jnp.broadcast_to(x[..., 2:3], uv.shape[:-1] + (1,))], axis=-1)
-
-  def inverse(self, y: jax.Array, t: jax.Array) -> jax.Array:
-    m, b = self.params_for(t)
-    uv = jnp.einsum('...ij,...j->...i', _inverse_2x2(m), y[..., :2] - b, precision='highest')
-    return jnp.concatenate([uv, jnp.broadcast_to(y[..., 2:3], uv.shape[:-1] + (1,))], axis=-1)
-
-
 class Bijection(nn.Module):
   """T_i: exact bijection between frame-local and canonical 3D points, shared across frames.
 
@@ -251,8 +209,6 @@ class Bijection(nn.Module):
     self.layers = [CouplingLayer(cfg, d, name=f'coupling_{i}') for i, d in enumerate(cfg.permutation)]
     if cfg.use_affine:
       self.affine = DepthAffine(cfg, name='affine')
-    if cfg.frame_affine:
-      self.frame_affine = FrameAffine(cfg, name='frame_affine')
 
   def condition(self, latent: jax.Array) -> tuple[jax.Array, ...]:
     """Per-layer frame conditioning, one [..., hidden[0]] array per coupling layer."""
@@ -270,8 +226,6 @@ class Bijection(nn.Module):
       cond: optional precomputed `condition(latent)` (then latent is ignored).
     """
     cond = self.condition(latent) if cond is None else cond
-    if self.config.frame_affine:
-      x = self.frame_affine.forward(x, t)
     if self.config.use_affine:
       x = self.affine.forward(x, t)
     for layer, c in zip(self.layers, cond):
@@ -286,8 +240,6 @@ class Bijection(nn.Module):
       y = layer.inverse(y, c)
     if self.config.use_affine:
       y = self.affine.inverse(y, t)
-    if self.config.frame_affine:
-      y = self.frame_affine.inverse(y, t)
     return y
 
   def __call__(self, x, latent, t=None):

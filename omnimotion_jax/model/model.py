@@ -32,11 +32,8 @@ class ModelConfig:
   transmittance_eps: float = 1e-10
 
 
-def model_config(model_cfg: ml_collections.ConfigDict, num_frames: int = 0) -> ModelConfig:
-  """Turns the `config.model` ConfigDict into frozen dataclasses (the module boundary).
-
-  num_frames: the video's length; only needed (and only used) with `bijection.frame_affine`.
-  """
+def model_config(model_cfg: ml_collections.ConfigDict) -> ModelConfig:
+  """Turns the `config.model` ConfigDict into frozen dataclasses (the module boundary)."""
   t = model_cfg.time_net
   b = model_cfg.bijection
   return ModelConfig(
@@ -49,8 +46,7 @@ def model_config(model_cfg: ml_collections.ConfigDict, num_frames: int = 0) -> M
           code_proj_dim=b.code_proj_dim, pos_proj_dim=b.pos_proj_dim, pe_freqs=b.pe_freqs,
           scale_clamp=b.scale_clamp, leaky_slope=b.leaky_slope, precision=b.precision,
           use_affine=b.use_affine, affine_depth=b.affine_depth, affine_width=b.affine_width,
-          affine_pe_freqs=b.affine_pe_freqs, frame_affine=b.frame_affine,
-          num_frames=num_frames if b.frame_affine else 0),
+          affine_pe_freqs=b.affine_pe_freqs),
       num_samples=model_cfg.num_samples, min_depth=model_cfg.min_depth,
       max_depth=model_cfg.max_depth, transmittance_eps=model_cfg.transmittance_eps)
 

@@ -11,7 +11,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from omnimotion_jax import progress
 from omnimotion_jax.model import geometry
 from omnimotion_jax.model.model import OmniMotion, frame_times
 
@@ -162,3 +164,40 @@ def pseudo_depth(model: OmniMotion, params, px: jax.Array, frame_idx: jax.Array,
   """Expected local depth sum_k w_k z_k [R] of deterministic rays at px [R, 2] in frames [R]."""
   w, z = ray_weights(model, params, px, frame_idx, video)
   return jnp.sum(w * z, axis=-1)
+
+
+def make_mapper(model: OmniMotion, video: VideoShape, occlusion_margin: float,
+                use_max_loc: bool = True, with_occlusion: bool = True):
+  """Jitted (params, px [C,2], src [C], tgt [C]) -> (px [C,2], depth [C], occlusion score [C]).
+
+  With with_occlusion=False the occlusion pass is skipped and the score is all zeros.
+  """
+
+  @jax.jit
+  def mapper(params, px, src, tgt):
+    out = map_pixels(model, params, px, src, tgt, video)
+    key = 'max' if use_max_loc else 'mean'
+    mapped, depth = out[f'px_{key}'], out[f'depth_{key}']
+    if not with_occlusion:
+      return mapped, depth, jnp.zeros_like(depth)
+    score = occlusion_score(model, params, mapped, tgt, depth, video, occlusion_margin)
+    return mapped, depth, score
+
+  return mapper
+
+
+def map_in_chunks(mapper, params, px: np.ndarray, src: np.ndarray, tgt: np.ndarray,
+                  chunk_size: int, desc: str = 'mapping'):
+  """Runs `mapper` over rows in fixed-size chunks (last one padded). Returns numpy arrays."""
+  num = px.shape[0]
+  outs = []
+  starts = range(0, num, chunk_size)
+  for start in progress.bar(starts, desc=desc, unit='chunk', leave=False):
+    stop = min(start + chunk_size, num)
+    pad = chunk_size - (stop - start)
+    sl = lambda a: np.concatenate([a[start:stop], np.repeat(a[stop - 1:stop], pad, 0)]) if pad \
+        else a[start:stop]
+    res = mapper(params, jnp.asarray(sl(px), jnp.float32), jnp.asarray(sl(src), jnp.int32),
+                 jnp.asarray(sl(tgt), jnp.int32))
+    outs.append([np.asarray(r)[:stop - start] for r in res])
+  return [np.concatenate(parts) for parts in zip(*outs)]

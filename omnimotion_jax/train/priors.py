@@ -1,17 +1,47 @@
-"""Dominant (camera) motion of a video from its adjacent flows: per-frame 2D affines.
+"""What training derives from the flows besides the step: motion-depth labels, hard-mining maps.
 
-Used to initialise the optional per-frame affine layer of the bijection (`model.bijection.
-frame_affine`, coupling.FrameAffine). Not in the reference: there, the coupling stack starts from
-a random map and has to learn every frame's camera motion from scratch, which at a CPU budget of a
-few thousand steps leaves videos with fast pans or zooms underfit (benchmarks/QUALITY.md). Starting
-from the dominant motion puts the background in place on step 0; the couplings then learn the rest.
+* Motion-depth labels (not in the reference): the dominant (camera) motion of each adjacent pair
+  (a RANSAC similarity of the cycle-consistent flow) and, per pixel, whether its flow departs
+  from it. The motion-depth prior (config.train.loss.w_motion_depth) pulls such pixels in front
+  early in training, which seeds the depth layering that independently moving objects need.
+* Hard-mining error maps (paper Sec. 4; reference `trainer.py`): |predicted - input| adjacent
+  flow for every pixel of every frame, blurred, refreshed every `HardMiningConfig.every` steps.
 
-Conventions: pixels (x, y) with integer pixel centres; the model's local coordinates are
-u = 2x/(W-1) - 1, v = 2y/(H-1) - 1 (geometry.py). An affine is a [2, 3] array acting on column
-vectors (x, y, 1).
+Conventions: pixels (x, y) with integer pixel centres; an affine is a [2, 3] array acting on
+column vectors (x, y, 1).
 """
 
+import dataclasses
+import functools
+
+import cv2
 import numpy as np
+
+from omnimotion_jax.model import model as model_lib
+from omnimotion_jax.model import render
+from omnimotion_jax.train import sampler
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorsConfig:
+  """Dominant-motion fit for the motion-depth labels (config.train.priors)."""
+  motion_fit_points: int
+  motion_fit_hypotheses: int
+  motion_fit_inlier_px: float
+  motion_threshold_px: float
+
+
+@dataclasses.dataclass(frozen=True)
+class HardMiningConfig:
+  """When and how the error maps are made (config.train.hard_mining)."""
+  start: int
+  every: int
+  stride: int
+  blur_ksize: int
+
+  def due(self, step: int) -> bool:
+    """Whether the maps are (re)computed before `step`."""
+    return step >= self.start and (step - self.start) % self.every == 0
 
 
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -61,16 +91,6 @@ def robust_similarity(src: np.ndarray, dst: np.ndarray, rng: np.random.Generator
     best = fit_similarity(src[keep], dst[keep])
   keep = np.linalg.norm(apply_affine(best, src) - dst, axis=-1) <= inlier_px
   return best, float(keep.mean())
-
-
-def _to_3x3(affine: np.ndarray) -> np.ndarray:
-  return np.concatenate([affine, [[0.0, 0.0, 1.0]]], axis=0)
-
-
-def pixel_to_local(height: int, width: int) -> np.ndarray:
-  """[3, 3] homogeneous map from raster px (x, y) to local (u, v) (geometry.pixels_to_normalized)."""
-  return np.array([[2.0 / (width - 1), 0.0, -1.0], [0.0, 2.0 / (height - 1), -1.0],
-                   [0.0, 0.0, 1.0]])
 
 
 def fit_pair_motions(flows: np.ndarray, valid: np.ndarray, *, num_points: int,
@@ -136,40 +156,59 @@ def motion_labels(flows: np.ndarray, valid: np.ndarray, affines: np.ndarray,
   return np.concatenate([labels, labels[-1:]], axis=0)
 
 
-def estimate_frame_affines(flows: np.ndarray, valid: np.ndarray, *, num_points: int,
-                           num_hypotheses: int, inlier_px: float, max_radius: float,
-                           seed: int = 0) -> tuple[np.ndarray, dict]:
-  """Per-frame affines from local (u, v) to a common 'canonical' plane, from adjacent flows.
+def adjacent_forward(data: sampler.TrainData) -> tuple[np.ndarray, np.ndarray]:
+  """(flows [N-1, H, W, 2], cycle masks [N-1, H, W]) of the pairs (i, i+1), as numpy."""
+  rows = np.asarray(data.adjacent_pair)[:data.frames.shape[0] - 1]
+  return np.asarray(data.flows)[rows], np.asarray(data.cycle)[rows]
+
+
+def video_motion_labels(data: sampler.TrainData, cfg: PriorsConfig) -> np.ndarray:
+  """[N, H, W] `motion_labels` of a video from its adjacent cycle-consistent flows.
+
+  Deterministic (fixed numpy seed), so a resumed run rebuilds the same labels.
+  """
+  n, h, w = data.frames.shape[:3]
+  if n < 2:
+    return np.full((n, h, w), -1.0, np.float32)
+  flows, valid = adjacent_forward(data)
+  affines, _ = fit_pair_motions(flows, valid, num_points=cfg.motion_fit_points,
+                                num_hypotheses=cfg.motion_fit_hypotheses,
+                                inlier_px=cfg.motion_fit_inlier_px)
+  return motion_labels(flows, valid, affines, cfg.motion_threshold_px)
+
+
+@functools.lru_cache(maxsize=4)
+def compiled_error_mapper(model_cfg: model_lib.ModelConfig, video: render.VideoShape):
+  """The jitted mapper of the error maps (no occlusion pass), cached per model and video."""
+  return render.make_mapper(model_lib.OmniMotion(model_cfg), video, occlusion_margin=0.0,
+                            with_occlusion=False)
+
+
+def adjacent_error_maps(mapper, params, flows_adjacent: np.ndarray, video: render.VideoShape,
+                        cfg: HardMiningConfig, *, chunk_size: int):
+  """Hard-mining error maps: |predicted - input| adjacent flow for every frame.
 
   Args:
-    flows, valid, num_points, num_hypotheses, inlier_px, seed: see `fit_pair_motions`.
-    max_radius: the result is scaled about the origin so that every frame's corners land within
-      this radius of it (canonical points beyond radius 1 are contracted by the canonical field's
-      input mapping, so fast pans would otherwise lose resolution). Frames are chained to the
-      middle frame, which is the identity before that scaling.
+    mapper: from `compiled_error_mapper` (render.make_mapper).
+    flows_adjacent: [N, H, W, 2] input flow from frame i to i+1 (the last frame: to N-2).
+    cfg: every `cfg.stride`-th pixel is mapped (then nearest-upsampled), and each map is blurred
+      with a `cfg.blur_ksize` Gaussian (OpenCV's automatic sigma).
 
   Returns:
-    (affines [N, 2, 3] acting on local (u, v), info dict with per-pair 'inlier_fraction' and the
-    applied 'scale').
+    error_map [N, H, W] float32 and frame_error [N] float32 (mean error per frame, px).
   """
-  num_pairs, height, width = valid.shape
-  num_frames = num_pairs + 1
-  pair_px, inliers = fit_pair_motions(flows, valid, num_points=num_points,
-                                      num_hypotheses=num_hypotheses, inlier_px=inlier_px, seed=seed)
-  to_local = pixel_to_local(height, width)
-  to_px = np.linalg.inv(to_local)
-  steps = [to_local @ _to_3x3(a) @ to_px for a in pair_px]  # local(i) -> local(i+1)
-  # Chain to the middle frame: C_ref = I, C_i = C_{i+1} S_i below it, C_{i+1} = C_i S_i^-1 above.
-  ref = num_frames // 2
-  chain = [None] * num_frames
-  chain[ref] = np.eye(3)
-  for i in range(ref - 1, -1, -1):
-    chain[i] = chain[i + 1] @ steps[i]
-  for i in range(ref, num_frames - 1):
-    chain[i + 1] = chain[i] @ np.linalg.inv(steps[i])
-  chain = np.stack(chain)
-  corners = np.array([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [-1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
-  reach = np.linalg.norm(np.einsum('nij,cj->nci', chain[:, :2], corners), axis=-1).max()
-  scale = min(1.0, max_radius / reach)
-  chain[:, :2] *= scale
-  return chain[:, :2].astype(np.float32), {'inlier_fraction': inliers, 'scale': float(scale)}
+  n, h, w, stride = video.num_frames, video.height, video.width, cfg.stride
+  ys, xs = np.arange(0, h, stride), np.arange(0, w, stride)
+  yy, xx = np.meshgrid(ys, xs, indexing='ij')
+  px = np.stack([xx.ravel(), yy.ravel()], -1).astype(np.float32)
+  m = px.shape[0]
+  src = np.repeat(np.arange(n, dtype=np.int32), m)
+  tgt = np.where(src < n - 1, src + 1, n - 2).astype(np.int32)
+  mapped, _, _ = render.map_in_chunks(mapper, params, np.tile(px, (n, 1)), src, tgt, chunk_size)
+  pred_flow = mapped.reshape(n, len(ys), len(xs), 2) - px.reshape(1, len(ys), len(xs), 2)
+  ref_flow = flows_adjacent[:, ::stride, ::stride].astype(np.float32)
+  err = np.linalg.norm(pred_flow - ref_flow, axis=-1)
+  frame_error = err.reshape(n, -1).mean(-1)
+  up = np.repeat(np.repeat(err, stride, axis=1), stride, axis=2)[:, :h, :w]
+  blurred = np.stack([cv2.GaussianBlur(e, (cfg.blur_ksize, cfg.blur_ksize), 0) for e in up])
+  return blurred.astype(np.float32), frame_error.astype(np.float32)

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from omnimotion_jax.data.filtering import in_frame
+
 
 @flax.struct.dataclass
 class TrainData:
@@ -115,7 +117,7 @@ def bilinear(image: jax.Array, px: jax.Array) -> jax.Array:
     for dy in (0, 1):
       xi, yi = x0 + dx, y0 + dy
       wt = (1.0 - jnp.abs(x - xi)) * (1.0 - jnp.abs(y - yi))
-      inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
+      inside = in_frame(jnp.stack([xi, yi], -1), h, w)
       v = image[jnp.clip(yi, 0, h - 1).astype(jnp.int32), jnp.clip(xi, 0, w - 1).astype(jnp.int32)]
       out = out + jnp.where(inside, wt, 0.0)[..., None] * v
   return out

@@ -16,17 +16,20 @@ from omnimotion_jax import pipeline
 from omnimotion_jax.model import render
 from omnimotion_jax.train import sampler
 from omnimotion_jax.data import synthetic
+from omnimotion_jax import workdir as workdir_lib
 from omnimotion_jax.train import loop as train
+from omnimotion_jax.train import priors
+from omnimotion_jax.train import step as step_lib
 from omnimotion_jax.model import model as model_lib
-from omnimotion_jax.config import load_config
+from omnimotion_jax.config import apply_override, load_config
 from omnimotion_jax.errors import TrainingInterrupted, UserInputError
 
 
 def _config(**train_overrides):
+  """cpu_tiny with train fields overridden by name (as `--set train.NAME=...` takes them)."""
   config = load_config('cpu_tiny')
-  with config.unlocked():
-    for k, v in train_overrides.items():
-      config.train[k] = v
+  for k, v in train_overrides.items():
+    apply_override(config, f'train.{k}={v!r}')
   return config
 
 
@@ -40,22 +43,23 @@ def workdir(tmp_path_factory):
   for i, frame in enumerate(sample['video']):
     cv2.imwrite(str(frames_dir / f'{i:05d}.png'), frame[..., ::-1])
   work = root / 'work'
-  pipeline.preprocess_stage(str(frames_dir), work, _config(), progress=False)
+  pipeline.preprocess_stage(str(frames_dir), work, _config())
   return work
 
 
 @pytest.fixture(scope='module')
 def data(workdir):
-  return sampler.train_data(pipeline.load_sequence(workdir))
+  return sampler.train_data(workdir_lib.load_sequence(workdir))
 
 
 def _setup(config, data):
   video = render.VideoShape(*data.frames.shape[:3])
   model = model_lib.OmniMotion(model_lib.model_config(config.model))
-  tx = train.make_optimizer(config.train)
-  state = train.create_train_state(model, tx, jax.random.PRNGKey(0), video)
-  step = train.make_train_step(model, tx, video, train.sampler_config(config.train),
-                               train.loss_config(config.train), config.train.hard_mining_start)
+  samp_cfg, loss_cfg, opt_cfg = step_lib.train_configs(config.train)
+  tx = step_lib.make_optimizer(opt_cfg)
+  state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), video)
+  step = step_lib.make_train_step(model, tx, video, samp_cfg, loss_cfg,
+                                  config.train.hard_mining.start)
   return model, video, state, step
 
 
@@ -66,10 +70,9 @@ def test_one_step_runs_and_loss_decreases(data):
   step = jax.jit(step, donate_argnums=0)
   d = jax.device_put(data)
   key = jax.random.PRNGKey(1)
-  batch = sampler.sample_batch(jax.random.PRNGKey(5), d, jnp.int32(0), train.sampler_config(
-      config.train), state.error_map, state.frame_error, jnp.bool_(False))
-  flow_error = jax.jit(lambda p: train.compute_losses(model, p, batch, jax.random.PRNGKey(6), video,
-                                                      train.loss_config(config.train))['flow'])
+  batch = sampler.sample_batch(jax.random.PRNGKey(5), d, jnp.int32(0), sampler.SamplerConfig(**config.train.sampling), state.error_map, state.frame_error, jnp.bool_(False))
+  flow_error = jax.jit(lambda p: step_lib.compute_losses(model, p, batch, jax.random.PRNGKey(6), video,
+                                                      step_lib.LossConfig(**config.train.loss))['flow'])
   before = float(flow_error(state.params))
   for _ in range(50):
     state, metrics = step(state, d, key)
@@ -99,13 +102,10 @@ def test_non_finite_step_is_skipped(data):
 
 
 def _resume_config(**overrides):
-  """Hard mining, the per-frame affine table and the motion-depth prior all on."""
-  config = _config(**{**dict(num_steps=24, checkpoint_every=8, log_every=4, hard_mining_start=8,
-                             hard_mining_every=8, hard_mining_stride=4, steps_per_dispatch=4,
-                             w_motion_depth=1.0, motion_depth_steps=16), **overrides})
-  with config.unlocked():
-    config.model.bijection.frame_affine = True
-  return config
+  """Hard mining and the motion-depth prior on."""
+  return _config(**{**dict(num_steps=24, checkpoint_every=8, log_every=4, hard_mining_start=8,
+                           hard_mining_every=8, hard_mining_stride=4, steps_per_dispatch=4,
+                           w_motion_depth=1.0, motion_depth_steps=16), **overrides})
 
 
 def test_fit_compiles_each_step_function_once(tmp_path, data):
@@ -114,16 +114,16 @@ def test_fit_compiles_each_step_function_once(tmp_path, data):
   config = _resume_config(num_steps=14)
   tc = config.train
   video = render.VideoShape(*data.frames.shape[:3])
-  model_cfg = model_lib.model_config(config.model, num_frames=video.num_frames)
+  model_cfg = model_lib.model_config(config.model)
   # The very functions that fit gets from the same per-process cache.
-  _, _, multi, single = train.compiled_train_steps(
-      model_cfg, video, train.sampler_config(tc), train.loss_config(tc),
-      train.optimizer_config(tc), tc.hard_mining_start, tc.steps_per_dispatch, tc.remat_chunks)
-  assert int(train.fit(config, tmp_path, data, progress=False).step) == 14
+  _, _, multi, single = step_lib.compiled_train_steps(
+      model_cfg, video, *step_lib.train_configs(tc), tc.hard_mining.start, tc.steps_per_dispatch,
+      tc.remat_chunks)
+  assert int(train.fit(config, tmp_path, data).step) == 14
   assert multi is not single
   # pylint: disable=protected-access
   assert multi._cache_size() == 1 and single._cache_size() == 1
-  assert train.compiled_error_mapper(model_cfg, video)._cache_size() == 1
+  assert priors.compiled_error_mapper(model_cfg, video)._cache_size() == 1
 
 
 @pytest.fixture(scope='module')
@@ -131,18 +131,18 @@ def resume_runs(tmp_path_factory, data):
   """One uninterrupted run (a) and one run (b) stopped at step 12, then by a real SIGTERM right
   after the step-16 checkpoint, then resumed to the end (24 steps).
 
-  Hard-mining refreshes at steps 8 and 16, the per-frame affine table (initialised from the
-  flows) and the motion labels of the motion-depth prior must all be replayed identically.
+  Hard-mining refreshes at steps 8 and 16 and the motion labels of the motion-depth prior must
+  be replayed identically.
   """
   root = tmp_path_factory.mktemp('resume')
   config = _resume_config()
-  straight = train.fit(config, root / 'a', data, progress=False)
-  stopped = train.fit(config, root / 'b', data, progress=False, stop_at=12)
+  straight = train.fit(config, root / 'a', data)
+  stopped = train.fit(config, root / 'b', data, stop_at=12)
   send = lambda step, state: step == 16 and os.kill(os.getpid(), signal.SIGTERM)
   with pytest.raises(TrainingInterrupted) as interrupted:
-    train.fit(config, root / 'b', data, progress=False, on_checkpoint=send)
-  summary_at_kill = json.loads((root / 'b' / train.SUMMARY_FILE).read_text())
-  resumed = train.fit(config, root / 'b', data, progress=False)
+    train.fit(config, root / 'b', data, on_checkpoint=send)
+  summary_at_kill = json.loads((root / 'b' / workdir_lib.TRAIN_SUMMARY).read_text())
+  resumed = train.fit(config, root / 'b', data)
   return dict(config=config, straight=straight, stopped_step=int(stopped.step),
               kill_message=str(interrupted.value), summary_at_kill=summary_at_kill,
               resumed=resumed, workdir=root / 'b')
@@ -158,19 +158,16 @@ def test_sigterm_saves_a_checkpoint_and_raises(resume_runs):
   assert resume_runs['summary_at_kill']['steps_done'] == 16
 
 
-def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(resume_runs, data):
+def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(resume_runs):
   straight, resumed = resume_runs['straight'], resume_runs['resumed']
   assert int(resumed.step) == int(straight.step) == 24
   for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  table = np.asarray(resumed.params['bijection']['frame_affine']['table'])
-  assert table.shape == (data.frames.shape[0], 2, 3)
-  workdir = resume_runs['workdir']
-  assert (workdir / 'config.json').exists() and (workdir / train.FRAME_AFFINE_FILE).exists()
+  assert (resume_runs['workdir'] / workdir_lib.CONFIG).exists()
 
 
 def test_resume_logs_every_metrics_line_once(resume_runs):
-  logged = [l for l in (resume_runs['workdir'] / train.METRICS_FILE).read_text().splitlines() if l]
+  logged = [l for l in (resume_runs['workdir'] / workdir_lib.METRICS).read_text().splitlines() if l]
   assert len(logged) == 24 // 4
   assert 'loss/motion_depth' in logged[0]
 
@@ -178,9 +175,9 @@ def test_resume_logs_every_metrics_line_once(resume_runs):
 def test_finished_run_reruns_as_a_no_op_and_extends(resume_runs, data, tmp_path):
   config, workdir = resume_runs['config'].copy_and_resolve_references(), tmp_path / 'b'
   shutil.copytree(resume_runs['workdir'], workdir)
-  assert int(train.fit(config, workdir, data, progress=False).step) == 24
+  assert int(train.fit(config, workdir, data).step) == 24
   config.train.num_steps = 28
-  assert int(train.fit(config, workdir, data, progress=False).step) == 28
+  assert int(train.fit(config, workdir, data).step) == 28
 
 
 def test_another_training_config_is_refused_naming_the_field(resume_runs, data, tmp_path):
@@ -188,9 +185,9 @@ def test_another_training_config_is_refused_naming_the_field(resume_runs, data, 
   # aside instead.
   config, workdir = resume_runs['config'].copy_and_resolve_references(), tmp_path / 'b'
   shutil.copytree(resume_runs['workdir'], workdir)
-  config.train.motion_depth_steps = 12
-  with pytest.raises(UserInputError, match=r'train\.motion_depth_steps: 16 -> 12'):
-    train.fit(config, workdir, data, progress=False)
+  config.train.loss.motion_depth_steps = 12
+  with pytest.raises(UserInputError, match=r'train\.loss\.motion_depth_steps: 16 -> 12'):
+    train.fit(config, workdir, data)
 
 
 def test_motion_depth_prior_targets_near_for_moving_far_for_still_and_skips_unknown(data):
@@ -199,30 +196,30 @@ def test_motion_depth_prior_targets_near_for_moving_far_for_still_and_skips_unkn
   config = _config(w_motion_depth=1.0)
   model, video, state, _ = _setup(config, data)
   batch = sampler.sample_batch(jax.random.PRNGKey(5), jax.device_put(data), jnp.int32(0),
-                               train.sampler_config(config.train), state.error_map,
+                               sampler.SamplerConfig(**config.train.sampling), state.error_map,
                                state.frame_error, jnp.bool_(False))
   num_rays = batch.weights.size
   labels = jnp.asarray(np.resize([1.0, 0.0, -1.0], num_rays), jnp.float32)
   key = jax.random.PRNGKey(6)
-  loss_cfg = train.loss_config(config.train)
-  term = train.compute_losses(model, state.params, batch, key, video, loss_cfg,
+  loss_cfg = step_lib.LossConfig(**config.train.loss)
+  term = step_lib.compute_losses(model, state.params, batch, key, video, loss_cfg,
                               motion_labels=labels)['motion_depth']
   out = render.map_pixels(model, state.params, batch.px_src.reshape(-1, 2),
                           jnp.repeat(batch.src, batch.weights.shape[1]),
                           jnp.repeat(batch.tgt, batch.weights.shape[1]), video, key=key)
   depth = np.asarray(jnp.sum(out['weights'] * out['z'], axis=-1))
   lab = np.asarray(labels)
-  near, far = config.train.motion_depth_near, config.train.motion_depth_far
+  near, far = config.train.loss.motion_depth_near, config.train.loss.motion_depth_far
   by_hand = np.concatenate([np.abs(depth[lab == 1] - near), np.abs(depth[lab == 0] - far)]).mean()
   np.testing.assert_allclose(float(term), by_hand, rtol=1e-5)
   # Its weight decays linearly to 0 over motion_depth_steps.
   w = lambda step: float(loss_cfg.weights(jnp.int32(step))['motion_depth'])
-  steps = config.train.motion_depth_steps
+  steps = config.train.loss.motion_depth_steps
   assert w(0) == 1.0 and abs(w(steps // 2) - 0.5) < 1e-6 and w(steps) == 0.0
 
 
 def test_checkpoints_of_another_store_or_config_are_set_aside_not_resumed(tmp_path):
-  ckpt = tmp_path / train.CHECKPOINT_DIR
+  ckpt = tmp_path / workdir_lib.CHECKPOINTS
   (ckpt / '8').mkdir(parents=True)
   # No record of the store (older workdir): set aside, kept on disk.
   moved = pipeline.set_aside_stale_checkpoints(tmp_path, 'key-a')
@@ -232,29 +229,27 @@ def test_checkpoints_of_another_store_or_config_are_set_aside_not_resumed(tmp_pa
   assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-a') is None and ckpt.is_dir()
   # A new store (re-preprocessed with other settings): set aside again.
   assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b') is not None
-  assert not ckpt.exists() and len(list(tmp_path.glob(f'{train.CHECKPOINT_DIR}.stale-*'))) == 2
+  assert not ckpt.exists() and len(list(tmp_path.glob(f'{workdir_lib.CHECKPOINTS}.stale-*'))) == 2
   # Same store, another model or training config: a finished run must not be silently reused.
   # Bookkeeping fields (more steps, other logging) keep the run resumable.
   config = _config()
   key = train.training_key(config)
   (ckpt / '24').mkdir(parents=True)
-  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b', key) is not None
+  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b', config) is not None
   (ckpt / '24').mkdir(parents=True)
-  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b', key) is None
+  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b', config) is None
   longer = _config(num_steps=2 * config.train.num_steps, log_every=1, checkpoint_every=5)
   assert train.training_key(longer) == key
-  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b',
-                                              train.training_key(longer)) is None
+  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b', longer) is None
   changed = _config(w_motion_depth=1.0)
   assert train.training_key(changed) != key
-  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b',
-                                              train.training_key(changed)) is not None
-  assert len(list(tmp_path.glob(f'{train.CHECKPOINT_DIR}.stale-*'))) == 4
+  assert pipeline.set_aside_stale_checkpoints(tmp_path, 'key-b', changed) is not None
+  assert len(list(tmp_path.glob(f'{workdir_lib.CHECKPOINTS}.stale-*'))) == 4
 
 
 def test_error_map_concentrates_samples(data):
   config = _config(num_points=400, hard_mining_fraction=0.5, swap_prob=0.0)
-  scfg = train.sampler_config(config.train)
+  scfg = sampler.SamplerConfig(**config.train.sampling)
   n, h, w = data.frames.shape[:3]
   error_map = np.zeros((n, h, w), np.float32)
   error_map[:, 10:18, 20:28] = 1.0  # 64 of 1920 px.
@@ -280,8 +275,7 @@ def test_pair_sampling_respects_max_gap_and_adjacent_mass(data):
   config = _config(num_pairs=2000, num_points=2, max_gap_start=2, swap_prob=0.0)
   d = jax.device_put(data)
   n = data.frames.shape[0]
-  batch = sampler.sample_batch(jax.random.PRNGKey(3), d, jnp.int32(0), train.sampler_config(
-      config.train), jnp.ones(data.frames.shape[:3]), jnp.ones((n,)), jnp.bool_(False))
+  batch = sampler.sample_batch(jax.random.PRNGKey(3), d, jnp.int32(0), sampler.SamplerConfig(**config.train.sampling), jnp.ones(data.frames.shape[:3]), jnp.ones((n,)), jnp.bool_(False))
   gaps = np.abs(np.asarray(batch.tgt) - np.asarray(batch.src))
   assert gaps.min() >= 1 and gaps.max() <= 2
   assert 0.4 < (gaps == 1).mean() < 0.6
@@ -291,12 +285,12 @@ def test_rematerialised_chunks_give_the_same_losses_and_gradients(data):
   config = _config()
   model, video, state, _ = _setup(config, data)
   batch = sampler.sample_batch(jax.random.PRNGKey(5), jax.device_put(data), jnp.int32(0),
-                               train.sampler_config(config.train), state.error_map,
+                               sampler.SamplerConfig(**config.train.sampling), state.error_map,
                                state.frame_error, jnp.bool_(False))
-  loss_cfg = train.loss_config(config.train)
+  loss_cfg = step_lib.LossConfig(**config.train.loss)
 
   def total(params, num_chunks):
-    terms = train.compute_losses(model, params, batch, jax.random.PRNGKey(6), video, loss_cfg,
+    terms = step_lib.compute_losses(model, params, batch, jax.random.PRNGKey(6), video, loss_cfg,
                                  num_chunks)
     return sum(v for k, v in terms.items() if not k.startswith('_')), terms
 

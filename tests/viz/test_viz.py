@@ -1,4 +1,4 @@
-"""Tests of viz.py and report.py: marker placement, trail stabilisation, depth colours, the videos
+"""Tests of viz/ (drawing, videos, figures, report): marker placement, trail stabilisation, depth colours, the videos
 of a workdir, and the static report page (links, partial workdirs, no internet)."""
 
 import html.parser
@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from omnimotion_jax.viz import report
 from omnimotion_jax.data import synthetic
-from omnimotion_jax.viz import drawing as viz
 from omnimotion_jax.data import video as video_lib
+from omnimotion_jax.viz import drawing as viz
+from omnimotion_jax.viz import figures
+from omnimotion_jax.viz import report
+from omnimotion_jax.viz import videos
 from omnimotion_jax.errors import UserInputError
 
 NUM_FRAMES, SIZE = 8, 64
@@ -184,21 +186,21 @@ def test_mask_split_and_loaders(tmp_path):
   mask = np.zeros((SIZE, SIZE), bool)
   mask[16:48, 16:48] = True
   queries = np.array([[0, 32, 32], [0, 17, 32], [0, 5, 5]], np.float32)
-  fg, bg = viz.split_by_mask(mask, queries)
+  fg, bg = videos.split_by_mask(mask, queries)
   assert fg.tolist() == [True, False, False]  # (17, 32) is within the erosion of the edge
   assert bg.tolist() == [False, False, True]
-  assert viz.foreground_from_mask(mask, queries).tolist() == fg.tolist()
+  assert videos.foreground_from_mask(mask, queries).tolist() == fg.tolist()
 
   rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
   rgba[..., 3] = mask * 255
   Image.fromarray(rgba, 'RGBA').save(tmp_path / 'mask.png')
-  assert np.array_equal(viz.load_rgba_mask(tmp_path / 'mask.png'), mask)
+  assert np.array_equal(videos.load_rgba_mask(tmp_path / 'mask.png'), mask)
   (tmp_path / 'masks').mkdir()
   for t in range(2):
     Image.fromarray((mask if t else ~mask).astype(np.uint8) * 255).save(
         tmp_path / 'masks' / f'{t:03d}.png')
-  assert np.array_equal(viz.load_mask_folder(tmp_path / 'masks', 1), mask)
-  assert np.array_equal(viz.load_mask_folder(tmp_path / 'masks', 0), ~mask)
+  assert np.array_equal(videos.load_mask_folder(tmp_path / 'masks', 1), mask)
+  assert np.array_equal(videos.load_mask_folder(tmp_path / 'masks', 0), ~mask)
 
 
 def test_colorize_depth_uses_one_range_for_the_video():
@@ -250,7 +252,7 @@ def test_gt_comparison_colours_the_error():
 
 def test_write_video_pads_odd_sizes(tmp_path):
   frames = np.full((3, 11, 15, 3), 100, np.uint8)
-  path = viz.write_video(tmp_path / 'odd.mp4', frames, fps=5)
+  path = videos.write_video(tmp_path / 'odd.mp4', frames, fps=5)
   decoded = video_lib.load_video(path)
   assert decoded.shape == (3, 12, 16, 3)
 
@@ -259,8 +261,8 @@ def test_write_video_pads_odd_sizes(tmp_path):
 
 def test_render_outputs_and_report(tmp_path, sample):
   workdir = _make_workdir(tmp_path / 'run', sample)
-  outputs = viz.render_outputs(workdir, fps=5)
-  assert set(outputs) == set(viz.VIDEO_NAMES)
+  outputs = videos.render_outputs(workdir, fps=5)
+  assert set(outputs) == set(videos.VIDEO_NAMES)
   video_lib._use_bundled_ffmpeg()
   for name, path in outputs.items():
     assert path == workdir / 'report' / f'{name}.mp4'
@@ -272,11 +274,11 @@ def test_render_outputs_and_report(tmp_path, sample):
   index = report.write_report(workdir)
   assert index == workdir / 'report' / 'index.html'
   text = _check_page(index)
-  for name in viz.VIDEO_NAMES:
+  for name in videos.VIDEO_NAMES:
     assert f'src="{name}.mp4"' in text
   for step in SNAPSHOT_STEPS:
     assert (workdir / 'report' / f'depth_step_{step:06d}.png').exists()
-  assert (workdir / 'report' / report.LOSS_PNG).exists()
+  assert (workdir / 'report' / figures.LOSS_PNG).exists()
   assert '<details>' in text and 'num_steps' in text
   # Metrics table: fractions x100, per-video lists averaged, missing values as a dash.
   assert '50.00' in text and '60.00' in text and '90.00' in text and '0.80' in text
@@ -304,7 +306,7 @@ def test_workdir_without_depth_uses_rgba_mask(tmp_path, sample):
   rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
   rgba[..., 3] = sample['masks'][0] * 255
   Image.fromarray(rgba, 'RGBA').save(workdir / 'mask.png')
-  outputs = viz.render_outputs(workdir)
+  outputs = videos.render_outputs(workdir)
   assert set(outputs) == {'tracks', 'trails', 'side_by_side', 'gt_comparison'}
   video_lib._use_bundled_ffmpeg()
   decoded = mediapy.read_video(outputs['side_by_side'])  # input | tracks
@@ -317,7 +319,7 @@ def test_depth_only_workdir_renders_depth(tmp_path):
   workdir = tmp_path / 'depth_only'
   workdir.mkdir()
   np.save(workdir / 'depth.npy', np.random.default_rng(0).random((4, 16, 20), np.float32))
-  outputs = viz.render_outputs(workdir)
+  outputs = videos.render_outputs(workdir)
   assert set(outputs) == {'depth'}
   _check_page(report.write_report(workdir))
 

@@ -12,12 +12,12 @@ from omnimotion_jax.config import load_config
 from omnimotion_jax.model.gabor import gamma_sample
 
 
-def _model(name='default', num_frames=0, **bijection_overrides):
+def _model(name='default', **bijection_overrides):
   config = load_config(name)
   with config.unlocked():
     for k, v in bijection_overrides.items():
       config.model.bijection[k] = v
-  return model_lib.OmniMotion(model_lib.model_config(config.model, num_frames))
+  return model_lib.OmniMotion(model_lib.model_config(config.model))
 
 
 def _perturbed_params(model, seed, scale=0.05):
@@ -34,10 +34,9 @@ def _perturbed_params(model, seed, scale=0.05):
   return perturb(params, jax.random.PRNGKey(seed + 1))
 
 
-@pytest.fixture(scope='module', params=['affine', 'no_affine', 'frame_affine'])
+@pytest.fixture(scope='module', params=['affine', 'no_affine'])
 def model_and_params(request):
-  layers = {'affine': dict(use_affine=True), 'no_affine': dict(use_affine=False),
-            'frame_affine': dict(use_affine=False, frame_affine=True, num_frames=20)}
+  layers = {'affine': dict(use_affine=True), 'no_affine': dict(use_affine=False)}
   model = _model(**layers[request.param])
   return model, _perturbed_params(model, seed=3)
 
@@ -52,7 +51,7 @@ def test_round_trip_is_exact(model_and_params):
   x = jax.random.uniform(key, (10_000, 3), minval=jnp.array([-1., -1., 0.]),
                          maxval=jnp.array([1., 1., 2.]))
   moved = []
-  for frame in (0, 7, 12.4, 19):  # 12.4: between two rows of the per-frame affine table.
+  for frame in (0, 7, 12.4, 19):  # 12.4: a time between two frames.
     t = jnp.full((10_000, 1), (frame + 1) / 20)
     y = fwd(params, x, t)
     back = inv(params, y, t)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from omnimotion_jax.data import synthetic
+from omnimotion_jax.data.synthetic import layers
+from omnimotion_jax.data.synthetic import renderer
 from omnimotion_jax.errors import UserInputError
 
 SEED = 7
@@ -85,9 +87,8 @@ def test_forward_affine_is_where_the_colour_lands():
   angle, scale, offset = 0.3, 1.2, np.array([30.25, 20.7])
   linear = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
   affine = np.concatenate([linear, offset[:, None]], 1)
-  layer = synthetic._Layer(texture, np.ones((size, size), np.float32),
-                           np.repeat(affine[None], 2, 0))
-  video, _, alphas = synthetic._render([layer], 2, SIZE, SIZE, keep_alphas=True)
+  layer = layers.Layer(texture, np.ones((size, size), np.float32), np.repeat(affine[None], 2, 0))
+  video, _, alphas = renderer._render([layer], 2, SIZE, SIZE, keep_alphas=True)
   qy, qx = np.mgrid[:SIZE, :SIZE]
   q = np.stack([qx, qy], -1).reshape(-1, 2).astype(np.float64)
   expected = (q - offset) @ np.linalg.inv(linear).T  # layer px of each frame pixel
@@ -104,15 +105,15 @@ def test_exact_alpha_matches_rendered_alpha():
   """The occlusion GT samples alphas analytically; they must match what the renderer draws."""
   rng = np.random.default_rng(0)
   for _ in range(4):  # ellipses and polygons
-    alpha = synthetic._object_alpha(rng, 40, 50)
+    alpha = layers._object_alpha(rng, 40, 50)
     angle, scale, offset = rng.uniform(-3, 3), rng.uniform(0.7, 1.5), rng.uniform(20, 60, 2)
     linear = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     affine = np.concatenate([linear, offset[:, None]], 1)
-    layer = synthetic._Layer(np.zeros((40, 50, 3), np.float32), alpha, affine[None])
-    _, _, rendered = synthetic._render([layer], 1, SIZE, SIZE, keep_alphas=True)
+    layer = layers.Layer(np.zeros((40, 50, 3), np.float32), alpha, affine[None])
+    _, _, rendered = renderer._render([layer], 1, SIZE, SIZE, keep_alphas=True)
     qy, qx = np.mgrid[:SIZE, :SIZE]
     q = np.stack([qx, qy], -1).astype(np.float64)
-    exact = synthetic._bilinear(alpha, (q - offset) @ np.linalg.inv(linear).T)
+    exact = renderer._alpha_at(alpha, (q - offset) @ np.linalg.inv(linear).T)
     assert np.abs(rendered[0, 0] - exact).max() < ALPHA_RENDER_TOL
     assert ((exact > 0.05) & (exact < 0.95)).sum() > 20  # the soft edge is in view
 

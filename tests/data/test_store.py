@@ -1,6 +1,7 @@
 """Tests of store.py, pairs.py and preprocess.py: round trip, pair plans, resumable preprocessing."""
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,8 @@ from omnimotion_jax.data import flow as flow_lib
 from omnimotion_jax.data import pairs as pairs_lib
 from omnimotion_jax.data import preprocess as preprocess_lib
 from omnimotion_jax.data import store as store_lib
+from omnimotion_jax.data import video as video_lib
+from omnimotion_jax import workdir as workdir_lib
 from omnimotion_jax.config import load_config
 from omnimotion_jax.errors import UserInputError
 
@@ -170,7 +173,7 @@ class _FlowCounter:
 
 def test_preprocess_writes_a_store(tmp_path, frame_folder):
   cfg = load_config('default').data
-  path = preprocess_lib.preprocess(frame_folder, tmp_path / 'w', cfg, progress=False)
+  path = preprocess_lib.preprocess(frame_folder, tmp_path / 'w', cfg)
   seq = store_lib.load_store(path)
   plan = pairs_lib.make_plan('banded', NUM_FRAMES, cfg.dense_gap, cfg.long_stride)
   np.testing.assert_array_equal(seq.pairs, plan.pairs)
@@ -182,14 +185,14 @@ def test_preprocess_writes_a_store(tmp_path, frame_folder):
   dx = seq.flows[k, 8:-8, 8:-8, 0].astype(np.float32)[interior]
   assert abs(np.median(dx) + 2.0) < 0.5
   assert (seq.counts <= len(plan.pairs)).all() and seq.counts.max() > 0
-  report = json.loads((tmp_path / 'w' / preprocess_lib.REPORT_NAME).read_text())
+  report = json.loads((tmp_path / 'w' / workdir_lib.PREPROCESS).read_text())
   assert report['plan']['stored_pairs'] == len(plan.pairs)
   assert report['bytes']['store'] == path.stat().st_size
   assert set(report['timings_s']) >= {'load', 'flow', 'filter', 'chain', 'write', 'total'}
-  assert not (tmp_path / 'w' / preprocess_lib.CACHE_DIR).exists()  # cache removed on success
+  assert not (tmp_path / 'w' / workdir_lib.FLOW_CACHE).exists()  # cache removed on success
 
 
-def test_preprocess_resumes_and_skips_finished_work(tmp_path, frame_folder, monkeypatch, capsys):
+def test_preprocess_resumes_and_skips_finished_work(tmp_path, frame_folder, monkeypatch, caplog):
   monkeypatch.setattr(preprocess_lib, 'CACHE_CHUNK', 8)
   cfg = load_config('default').data
   num_direct = len(pairs_lib.make_plan('banded', NUM_FRAMES, cfg.dense_gap, cfg.long_stride).direct)
@@ -197,46 +200,57 @@ def test_preprocess_resumes_and_skips_finished_work(tmp_path, frame_folder, monk
   with monkeypatch.context() as patch:
     _FlowCounter(patch, fail_after=20)
     with pytest.raises(RuntimeError, match='simulated interruption'):
-      preprocess_lib.preprocess(frame_folder, workdir, cfg, progress=False)
-  assert not (workdir / preprocess_lib.STORE_NAME).exists()
-  assert len(list((workdir / preprocess_lib.CACHE_DIR).glob('flows_*.npz'))) == 2  # 16 flows
+      preprocess_lib.preprocess(frame_folder, workdir, cfg)
+  assert not (workdir / workdir_lib.STORE).exists()
+  assert len(list((workdir / workdir_lib.FLOW_CACHE).glob('flows_*.npz'))) == 2  # 16 flows
 
   with monkeypatch.context() as patch:
     counter = _FlowCounter(patch)
-    path = preprocess_lib.preprocess(frame_folder, workdir, cfg, progress=False)
+    path = preprocess_lib.preprocess(frame_folder, workdir, cfg)
   assert counter.calls == num_direct - 16
-  report = json.loads((workdir / preprocess_lib.REPORT_NAME).read_text())
+  report = json.loads((workdir / workdir_lib.PREPROCESS).read_text())
   assert report['flows_from_cache'] == 16
 
   # The resumed result is bit-identical to an uninterrupted run.
-  fresh = store_lib.load_store(preprocess_lib.preprocess(frame_folder, tmp_path / 'fresh', cfg,
-                                                         progress=False))
+  fresh = store_lib.load_store(preprocess_lib.preprocess(frame_folder, tmp_path / 'fresh', cfg))
   resumed = store_lib.load_store(path)
   for name in ('flows', 'cycle', 'occluded', 'counts', 'pair_counts'):
     np.testing.assert_array_equal(getattr(resumed, name), getattr(fresh, name))
 
   # A finished run is a no-op that says so.
-  capsys.readouterr()
-  with monkeypatch.context() as patch:
+  caplog.clear()
+  with monkeypatch.context() as patch, caplog.at_level(logging.INFO, logger='omnimotion_jax'):
     counter = _FlowCounter(patch)
-    preprocess_lib.preprocess(frame_folder, workdir, cfg, progress=False)
+    preprocess_lib.preprocess(frame_folder, workdir, cfg)
   assert counter.calls == 0
-  assert 'already preprocessed' in capsys.readouterr().out
+  assert 'already preprocessed' in caplog.text
   # A config change is not.
   cfg.cycle_threshold = 2.0
   with monkeypatch.context() as patch:
     counter = _FlowCounter(patch)
-    preprocess_lib.preprocess(frame_folder, workdir, cfg, progress=False)
+    preprocess_lib.preprocess(frame_folder, workdir, cfg)
   assert counter.calls == num_direct
 
 
 def test_preprocess_errors(tmp_path, frame_folder):
   cfg = load_config('default').data
   with pytest.raises(UserInputError, match='missing.mp4: no such file or folder'):
-    preprocess_lib.preprocess(tmp_path / 'missing.mp4', tmp_path / 'w', cfg, progress=False)
+    preprocess_lib.preprocess(tmp_path / 'missing.mp4', tmp_path / 'w', cfg)
   cfg.flow_backend = 'raft'
   with pytest.raises(UserInputError, match='data.flow_backend=.raft.'):
-    preprocess_lib.preprocess(frame_folder, tmp_path / 'w', cfg, progress=False)
+    preprocess_lib.preprocess(frame_folder, tmp_path / 'w', cfg)
   cfg.flow_backend = 'files'
   with pytest.raises(UserInputError, match='needs a flow folder'):
-    preprocess_lib.preprocess(frame_folder, tmp_path / 'w', cfg, progress=False)
+    preprocess_lib.preprocess(frame_folder, tmp_path / 'w', cfg)
+
+
+def test_frames_in_memory_give_the_store_of_their_files(frame_folder, tmp_path):
+  # The evaluation and the demo pass decoded frames straight to preprocess (no PNG round trip).
+  cfg = load_config('cpu_tiny').data
+  from_files = store_lib.load_store(preprocess_lib.preprocess(frame_folder, tmp_path / 'a', cfg))
+  frames = np.stack([video_lib.read_image_rgb(p) for p in video_lib.list_frame_files(frame_folder)])
+  from_array = store_lib.load_store(preprocess_lib.preprocess(frames, tmp_path / 'b', cfg))
+  for name in ('frames', 'frame_indices', 'pairs', 'flows', 'cycle', 'occluded', 'counts'):
+    np.testing.assert_array_equal(getattr(from_array, name), getattr(from_files, name))
+  assert from_array.meta['input_size'] == from_files.meta['input_size']
+

@@ -180,7 +180,7 @@ def test_omnimotion_dir_preprocess_roundtrip(tmp_path):
   seq = tmp_path / 'seq'
   truth = _make_sequence(seq, stem_names=True)
   cfg = _data_cfg(flow_backend='omnimotion_dir', pair_plan='exhaustive')
-  path = preprocess(seq, tmp_path / 'work', cfg, progress=False)
+  path = preprocess(seq, tmp_path / 'work', cfg)
   data = store_lib.load_store(path)
   assert data.num_pairs == SEQ_N * (SEQ_N - 1) and data.meta['masks_from'] == 'omnimotion_dir'
   expected_counts = np.zeros((SEQ_N, SEQ_H, SEQ_W), int)
@@ -198,7 +198,7 @@ def test_omnimotion_dir_without_masks_is_filtered(tmp_path):
   seq = tmp_path / 'seq'
   _make_sequence(seq, with_masks=False)
   cfg = _data_cfg(flow_backend='omnimotion_dir', pair_plan='exhaustive')
-  data = store_lib.load_store(preprocess(seq, tmp_path / 'work', cfg, progress=False))
+  data = store_lib.load_store(preprocess(seq, tmp_path / 'work', cfg))
   assert data.meta['masks_from'] == 'filter' and data.num_pairs == SEQ_N * (SEQ_N - 1)
 
 
