@@ -5,10 +5,10 @@ is a crop of one real photo (skimage.data.astronaut) at a sub-pixel offset that 
 Lissajous path, so the flow of every pair is a constant, exactly known shift. This makes N = 250
 frames at 256 x 256 cheap to set up (seconds) while the train step sees data of the real shape.
 
-Pair plan (the benchmarks' own, close to the project's 'banded' plan): all ordered pairs (i, j)
-with 1 <= |i - j| <= DENSE_GAP, plus forward pairs (i, i + g) for g = 8, 16, 32, ... < N.
-Cycle masks are all True, occluded masks all False, so counts[i] = number of pairs (i, .) for every
-pixel and pair_counts = H * W for every pair.
+Pair plan: the product's 'banded' plan (omnimotion_jax.data.pairs.make_plan) with its default
+gaps: all ordered pairs (i, j) with 1 <= |i - j| <= DENSE_GAP, plus forward pairs (i, i + g) for
+g = 8, 16, 32, ... < N. Cycle masks are all True, occluded masks all False, so counts[i] = number
+of pairs (i, .) for every pixel and pair_counts = H * W for every pair.
 """
 
 import json
@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
   sys.path.insert(0, str(REPO_ROOT))
 
+from omnimotion_jax.data import pairs as pairs_lib  # noqa: E402
 from omnimotion_jax.train import sampler  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / 'results'
@@ -41,18 +42,9 @@ BYTES_PER_MB = 2**20
 
 def pair_plan(num_frames: int, dense_gap: int = DENSE_GAP,
               first_long_gap: int = FIRST_LONG_GAP) -> np.ndarray:
-  """[P, 2] int32 ordered pairs: all with gap <= dense_gap, plus forward gaps 8, 16, 32, ..."""
-  pairs = []
-  for i in range(num_frames):
-    for j in range(max(0, i - dense_gap), min(num_frames, i + dense_gap + 1)):
-      if j != i:
-        pairs.append((i, j))
-  gap = first_long_gap
-  while gap < num_frames:
-    if gap > dense_gap:
-      pairs.extend((i, i + gap) for i in range(num_frames - gap))
-    gap *= 2
-  return np.asarray(pairs, np.int32).reshape(-1, 2)
+  """[P, 2] int32 ordered pairs of the banded plan: all with gap <= dense_gap, plus forward gaps
+  first_long_gap, 2 first_long_gap, ... (< N), sorted by (i, j)."""
+  return pairs_lib.make_plan('banded', num_frames, dense_gap, first_long_gap).pairs
 
 
 def camera_offsets(num_frames: int, height: int, width: int) -> np.ndarray:

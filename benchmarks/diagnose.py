@@ -1,9 +1,9 @@
 """Where do the tracks go wrong? Errors and occlusion calls by distance from the query frame.
 
 For every scored video of an `omnimotion-jax eval` output folder (OUT/videos/<id>/run_*/ with
-gt.npz and tracks.npz), this re-tracks the trained model (optionally with other tracking settings,
-`--set track.cycle_threshold=0` etc.; nothing is retrained) and rebuilds the chained-flow baseline
-from the same store, then breaks both down by the frame distance |t - t_query|:
+gt.npz and checkpoints/, file names as in omnimotion_jax/workdir.py), this re-tracks the trained
+model (optionally with other tracking settings, `--set track.cycle_threshold=0` etc.; nothing is
+retrained) and rebuilds the chained-flow baseline from the same store, then breaks both down by the frame distance |t - t_query|:
 
   err       median end-point error of ground-truth-visible points (px at 256x256);
   false_occ fraction of ground-truth-visible points predicted occluded;
@@ -26,11 +26,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from omnimotion_jax import pipeline  # noqa: E402
+from omnimotion_jax import progress  # noqa: E402
+from omnimotion_jax import workdir as workdir_lib  # noqa: E402
+from omnimotion_jax.config import load_config  # noqa: E402
+from omnimotion_jax.data import store  # noqa: E402
 from omnimotion_jax.evaluation import baselines  # noqa: E402
 from omnimotion_jax.evaluation import score as evaluate  # noqa: E402
-from omnimotion_jax import pipeline  # noqa: E402
-from omnimotion_jax.data import store  # noqa: E402
-from omnimotion_jax.config import load_config  # noqa: E402
 
 BUCKETS = ((1, 2), (3, 5), (6, 10), (11, 20), (21, 10_000))
 SPEEDS = (('static', 0.0, 0.5), ('slow', 0.5, 2.0), ('fast', 2.0, np.inf))  # px/frame at 256
@@ -110,19 +112,21 @@ def main(argv=None) -> int:
   config = load_config(args.config, args.overrides)
   rows, agg = {}, {'omnimotion': [], 'chained': []}
   for workdir in sorted(Path(args.eval_out, 'videos').glob('*/run_*')):
-    if not (workdir / 'gt.npz').exists() or not (workdir / 'checkpoints').is_dir():
+    if (not (workdir / workdir_lib.GT).exists()
+        or not (workdir / workdir_lib.CHECKPOINTS).is_dir()):
       continue
     name = workdir.parent.name
-    with np.load(workdir / 'gt.npz') as f:
+    with np.load(workdir / workdir_lib.GT) as f:
       q, gt, gt_occ = f['query_points'], f['target_points'], f['occluded']
-    seq = pipeline.load_sequence(workdir)
+    seq = workdir_lib.load_sequence(workdir)
     size = tuple(seq.meta.get('input_size', seq.size))
     out = workdir / 'tracks_diagnose.npz'
     if not (args.reuse and out.exists()):
-      out = pipeline.track_stage(config, workdir, queries=q, out=out, progress=False)
-    with np.load(out) as f:
-      om, om_occ = f['tracks'], f['occluded']
-    sx, sy = pipeline.input_scale(seq)
+      with progress.quiet():
+        out = pipeline.track_stage(config, workdir, queries=q, out=out)
+    tracked = workdir_lib.read_tracks(out)  # Input-video px.
+    om, om_occ = tracked['tracks'], tracked['occluded']
+    sx, sy = workdir_lib.input_scale(seq)
     ch, ch_occ = baselines.chained_flow_tracks(seq, store.rescale_tyx(q, sx, sy),
                                                cycle_threshold=config.data.cycle_threshold)
     ch = store.rescale_xy(ch, 1 / sx, 1 / sy)

@@ -5,8 +5,8 @@ Only dense layers (matmuls) are counted, at 2 FLOPs per multiply-add (MAC). Elem
 own count (`--xla`) includes it, so the two differ by that and by the backward-pass convention.
 
 Notation (config fields):
-  B = train.num_pairs, R = train.num_points, K = model.num_samples,
-  S = max(1, int(R * train.smooth_points_fraction))      smoothness rays per pair,
+  B = train.sampling.num_pairs, R = train.sampling.num_points, K = model.num_samples,
+  S = max(1, int(R * train.loss.smooth_points_fraction))  smoothness rays per pair,
   C = len(bijection.permutation)                          coupling layers,
   F = bijection.pe_freqs, P = bijection.pos_proj_dim, h = bijection.hidden (h_0 .. h_last),
   Q = bijection.code_proj_dim, D = time_net.latent_dim,
@@ -27,7 +27,7 @@ MACs per unit:
   time net GaborNet (in = 1, out = D), per evaluation:
     t_e = (Lt + 1) * 2 * 1 Ht + Lt Ht^2 + D Ht
 
-Passes per train step (as omnimotion_jax.train.compute_losses runs them):
+Passes per train step (as omnimotion_jax.train.step.compute_losses runs them):
   main path: B R rays x K samples, local -> canonical (forward), through the canonical field, and
     canonical -> local of the target frame (inverse): 2 (c_s + a_s) + f_s per sample;
   smoothness: B S rays x K samples, reusing the main pass's canonical points, inverse into two
@@ -40,7 +40,7 @@ Passes per train step (as omnimotion_jax.train.compute_losses runs them):
   forward FLOPs = 2 x forward MACs
   train-step FLOPs = 3 x forward FLOPs  (convention: the backward pass costs ~2x the forward)
 
-Inference (track.make_mapper): per query row, K samples forward + canonical + inverse, plus (with
+Inference (render.make_mapper): per query row, K samples forward + canonical + inverse, plus (with
 occlusion) K samples forward + canonical at the target pixel; codes for 2 (+1) frames per row.
 Pseudo-depth (track.make_depth_fn): K samples forward + canonical, one code per row.
 
@@ -103,8 +103,8 @@ def train_step_flops(config) -> dict:
   """Analytic FLOPs of one train step with a breakdown (forward FLOPs per component)."""
   t, m = config.train, config.model
   u = unit_macs(config)
-  b, r, k = t.num_pairs, t.num_points, m.num_samples
-  s = max(1, int(r * t.smooth_points_fraction))
+  b, r, k = t.sampling.num_pairs, t.sampling.num_points, m.num_samples
+  s = max(1, int(r * t.loss.smooth_points_fraction))
   samples_main = b * r * k
   samples_smooth = b * s * k
   code_evals = 2 * b * r + 2 * b
@@ -134,7 +134,7 @@ def train_step_flops(config) -> dict:
 
 
 def mapping_flops_per_row(config, with_occlusion: bool = True) -> float:
-  """Forward FLOPs of mapping one (pixel, src, tgt) row with track.make_mapper."""
+  """Forward FLOPs of mapping one (pixel, src, tgt) row with render.make_mapper."""
   u = unit_macs(config)
   k = config.model.num_samples
   code = u['coupling_per_code'] + u['time_net_per_eval']
@@ -155,21 +155,20 @@ def depth_flops_per_pixel(config) -> float:
 
 
 def build_train_step(config, num_frames: int, height: int, width: int, seed: int = 0):
-  """(jitted step with the state donated, state, device data, root key), as train.fit builds them."""
+  """(jitted step with the state donated, state, device data, root key), as loop.fit builds them."""
   import jax  # pylint: disable=g-import-not-at-top
-  from omnimotion_jax.model import render  # pylint: disable=g-import-not-at-top
-  from omnimotion_jax.train import loop as train  # pylint: disable=g-import-not-at-top
   from omnimotion_jax.model import model as model_lib  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.model import render  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   tc = config.train
   data = common.synthetic_train_data(num_frames, height, width)
   video = render.VideoShape(num_frames, height, width)
-  model_cfg = model_lib.model_config(config.model, num_frames)
-  model, tx, _, single = train.compiled_train_steps(
-      model_cfg, video, train.sampler_config(tc), train.loss_config(tc),
-      train.optimizer_config(tc), tc.hard_mining_start, 1, tc.remat_chunks)
+  model_cfg = model_lib.model_config(config.model)
+  model, tx, _, single = step_lib.compiled_train_steps(
+      model_cfg, video, *step_lib.train_configs(tc), tc.hard_mining.start, 1, tc.remat_chunks)
   init_key, loop_key = jax.random.split(jax.random.PRNGKey(config.seed + seed))
-  state = train.create_train_state(model, tx, init_key, video)
+  state = step_lib.create_train_state(model, tx, init_key, video)
   return single, state, jax.device_put(data), loop_key
 
 
@@ -200,7 +199,7 @@ def main() -> None:
   parser.add_argument('--config', default='default',
                       help='config name (configs/NAME.py) or path (default: default)')
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                      help='config override, e.g. --set train.num_pairs=4 (repeatable)')
+                      help='config override, e.g. --set train.sampling.num_pairs=4 (repeatable)')
   parser.add_argument('--xla', action='store_true',
                       help='also compile the real train step and report XLA\'s flop count '
                            '(compiles the model: only for small configs on a CPU)')

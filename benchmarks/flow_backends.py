@@ -5,14 +5,15 @@ Two measurements per method:
     the left to the right view is (-disparity, 0); median end-point error and the fraction of
     pixels within 1 / 3 px, over pixels with a finite disparity, on the pair downsampled to
     `--stereo_side` px (the full pair takes minutes for the slow methods).
-  * Real video with TAP-Vid tracks (frame folders of 256x256 PNGs, such as the `input/` folders
-    that `omnimotion-jax eval` writes, plus a gt.npz of normalised tracks): the error at the
-    ground-truth points of frame-gap 1 and 4 flows, and of adjacent flows chained from frame 0
-    to the last frame (drift), all in px at 256x256.
+  * Real video with TAP-Vid tracks (one frame folder per video, <root>/<id>/ or the
+    <root>/<id>/input/ folders that older `omnimotion-jax eval` runs wrote, read with the
+    product's loader and resized to --resize H W, 256x256 by default, plus a gt.npz of
+    normalised tracks): the error at the ground-truth points of frame-gap 1 and 4 flows, and of
+    adjacent flows chained from frame 0 to the last frame (drift), all in px at that size.
 Seconds per flow are the median over the pairs (one thread; the machine should be idle).
 
-  .venv/bin/python benchmarks/flow_backends.py --frames_root out/eval/videos \
-      --gt /path/to/tapvid_davis32_dev/gt.npz --json benchmarks/results/flow_backends.json
+  .venv/bin/python benchmarks/flow_backends.py --frames_root /path/to/tapvid_davis32_dev \
+      --gt /path/to/tapvid_davis32_dev/gt.npz --json /tmp/flow_backends.json
 
 Needs opencv-contrib (cv2.optflow) for everything but DIS and Farneback.
 """
@@ -25,6 +26,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+# Make `omnimotion_jax` importable when run as `python benchmarks/flow_backends.py` from a checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from omnimotion_jax.data import video as video_lib  # noqa: E402
+from omnimotion_jax.data.filtering import bilinear_sample  # noqa: E402
+
+DEFAULT_RESIZE = (256, 256)  # (H, W) px: the TAP-Vid protocol's size.
 
 
 def _grey(frame):
@@ -62,15 +71,14 @@ def make_methods() -> dict:
 
 
 def bilinear(image, xy):
-  """image [H, W, C] at xy [Q, 2] (x, y), border-clamped."""
+  """image [H, W, C] at xy [Q, 2] (x, y), border-clamped (the product's sampler on clamped px).
+
+  Points are clamped into the frame first, so a chained point that drifts out keeps following
+  the border flow (the product's sampler alone would give zero flow there).
+  """
   h, w = image.shape[:2]
-  x = np.clip(xy[:, 0], 0, w - 1)
-  y = np.clip(xy[:, 1], 0, h - 1)
-  x0 = np.clip(np.floor(x).astype(int), 0, w - 2)
-  y0 = np.clip(np.floor(y).astype(int), 0, h - 2)
-  fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-  return ((1 - fx) * (1 - fy) * image[y0, x0] + fx * (1 - fy) * image[y0, x0 + 1]
-          + (1 - fx) * fy * image[y0 + 1, x0] + fx * fy * image[y0 + 1, x0 + 1])
+  return bilinear_sample(image, np.clip(xy[:, 0], 0, w - 1), np.clip(xy[:, 1], 0, h - 1),
+                         dtype=np.float64)
 
 
 def stereo(methods, side: int) -> dict:
@@ -95,11 +103,14 @@ def stereo(methods, side: int) -> dict:
   return out
 
 
-def video(methods, frames_root: Path, gt: dict, names: list[str]) -> dict:
+def video(methods, frames_root: Path, gt: dict, names: list[str],
+          resize: tuple[int, int] = DEFAULT_RESIZE) -> dict:
   results = {m: {'gap1': [], 'gap4': [], 'chain_end': [], 'seconds': []} for m in methods}
   for name in names:
-    files = sorted((frames_root / name / 'input').glob('*.png'))
-    frames = np.stack([cv2.imread(str(f))[..., ::-1] for f in files])
+    folder = frames_root / name
+    if (folder / 'input').is_dir():  # An older eval run's folder of 256x256 PNG frames.
+      folder = folder / 'input'
+    frames = video_lib.load_video(folder, resize=resize)
     h, w = frames.shape[1:3]
     pts = gt[f'{name}/points'] * np.array([w, h], np.float32)
     occ = gt[f'{name}/occluded']
@@ -135,7 +146,10 @@ def video(methods, frames_root: Path, gt: dict, names: list[str]) -> dict:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--frames_root', default=None, help='folder of <id>/input/*.png')
+  parser.add_argument('--frames_root', default=None,
+                      help='folder of <id>/ (or <id>/input/) frame folders (jpg/png)')
+  parser.add_argument('--resize', type=int, nargs=2, default=DEFAULT_RESIZE, metavar=('H', 'W'),
+                      help='frames are resized to this size in px (default: %(default)s)')
   parser.add_argument('--gt', default=None)
   parser.add_argument('--methods', default=None, help='comma-separated subset')
   parser.add_argument('--stereo_side', type=int, default=480)
@@ -149,7 +163,7 @@ def main(argv=None) -> int:
   if args.frames_root and args.gt:
     gt = np.load(args.gt)
     names = sorted({k.split('/')[0] for k in gt.files})
-    out['video'] = video(methods, Path(args.frames_root), gt, names)
+    out['video'] = video(methods, Path(args.frames_root), gt, names, tuple(args.resize))
   if args.json:
     Path(args.json).write_text(json.dumps(out, indent=1))
   return 0

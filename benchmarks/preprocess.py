@@ -1,9 +1,11 @@
 """Preprocessing cost (time, bytes, memory) per pair plan for N = 50, 100, 250 frames at 256x256.
 
-Each video is a generated layered synthetic clip (omnimotion_jax.synthetic.make_video: photo
-textures from skimage.data moving over a panning photo background), saved as PNG frames. Every
-(N, plan) case runs the real entry point, `preprocess(...)` with configs/default.py's data
-section and flow_backend='dis', in a fresh subprocess (so peak memory is per case).
+Each video is a generated layered synthetic clip (omnimotion_jax.data.synthetic.make_video: photo
+textures from skimage.data moving over a panning photo background), saved as PNG frames: the
+benchmark times the file path a user's frame folder takes (the 'load' stage decodes them). Every
+(N, plan) case runs the real entry point, `omnimotion_jax.data.preprocess.preprocess(...)` with
+configs/default.py's data section and flow_backend='dis', in a fresh subprocess (so peak memory
+is per case).
 
 Cases whose stored pairs exceed --max-run-pairs (the exhaustive plan beyond N = 50: 9,900 pairs
 at N = 100 need ~8 GB of RAM and ~2.8 GB of disk, 62,250 at N = 250 need ~17 GB of disk) are not
@@ -14,7 +16,7 @@ the .npz headers, checked on the cases that ran).
 
 Usage:
   python benchmarks/preprocess.py          # writes benchmarks/results/preprocess.json, prints a table
-  python benchmarks/preprocess.py --frames 50 --plans banded   # a quick subset
+  python benchmarks/preprocess.py --frames 50 --plans banded --out /tmp/pre.json  # a quick subset
 """
 
 import argparse
@@ -28,9 +30,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from omnimotion_jax import progress
+from omnimotion_jax import workdir as workdir_lib
+from omnimotion_jax.config import load_config
 from omnimotion_jax.data import pairs as pairs_lib
 from omnimotion_jax.data import synthetic
-from omnimotion_jax.config import load_config
 
 RESULTS = Path(__file__).parent / 'results' / 'preprocess.json'
 SIZE = 256  # px, square frames (TAP-Vid resolution)
@@ -58,8 +62,9 @@ def run_case(frames_dir: str, workdir: str, plan: str) -> dict:
   cfg = load_config('default').data
   cfg.pair_plan = plan
   cfg.flow_backend = 'dis'
-  path = preprocess(frames_dir, workdir, cfg, progress=False)
-  report = json.loads((Path(path).parent / 'preprocess.json').read_text())
+  with progress.quiet():
+    path = preprocess(frames_dir, workdir, cfg)
+  report = json.loads((Path(path).parent / workdir_lib.PREPROCESS).read_text())
   report['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
   return report
 
@@ -133,7 +138,7 @@ def main() -> None:
       seconds['total'] = sum(seconds.values())
       row['seconds'] = {k: round(v, 1) for k, v in seconds.items()}
   result = {
-      'video': f'omnimotion_jax.synthetic.make_video(seed={SEED}), {SIZE}x{SIZE}, PNG frames',
+      'video': f'omnimotion_jax.data.synthetic.make_video(seed={SEED}), {SIZE}x{SIZE}, PNG frames',
       'config': 'configs/default.py data section, flow_backend=dis, dis_preset=' + cfg.dis_preset,
       'machine_note': '2 shared CPU cores; timings vary by ~20% with other load',
       'store_limit_bytes_n250_default': STORE_LIMIT_BYTES,

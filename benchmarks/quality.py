@@ -21,52 +21,41 @@ one-process run (at 100 steps on pan-one-object-slow: AJ 27.0 vs 27.1, TC 0.80 v
 """
 
 import argparse
-import concurrent.futures
+import contextlib
 import json
-import multiprocessing
-import os
 import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omnimotion_jax import cli  # noqa: E402
-from omnimotion_jax.evaluation import score as evaluate  # noqa: E402
 from omnimotion_jax import pipeline  # noqa: E402
+from omnimotion_jax import progress as progress_lib  # noqa: E402
+from omnimotion_jax import workdir as workdir_lib  # noqa: E402
+from omnimotion_jax.config import config_hash, enable_compilation_cache, load_config  # noqa: E402
 from omnimotion_jax.data import synthetic  # noqa: E402
-from omnimotion_jax.config import config_hash, load_config  # noqa: E402
+from omnimotion_jax.evaluation import score as evaluate  # noqa: E402
+from omnimotion_jax.evaluation import workers  # noqa: E402
 
 TRACKERS = ('omnimotion', 'chained', 'direct')
 
 
-def write_frames(video: np.ndarray, folder: Path) -> None:
-  """Lossless PNG frames (an mp4 would add compression noise the ground truth does not have)."""
-  folder.mkdir(parents=True, exist_ok=True)
-  for i, frame in enumerate(video):
-    path = folder / f'{i:05d}.png'
-    if not path.exists():
-      cv2.imwrite(str(path), frame[..., ::-1])
-
-
-def run_video(sample: dict, workdir: Path, config, query_mode: str, progress: bool) -> dict:
+def run_video(sample: dict, workdir: Path, config, query_mode: str) -> dict:
   chash = config_hash(config)
-  eval_path = workdir / evaluate.EVAL_FILE
+  eval_path = workdir / workdir_lib.EVAL
   if eval_path.exists():
     done = json.loads(eval_path.read_text())
     if done.get('config_hash') == chash:
       return done
-  frames = workdir / 'input'
-  write_frames(sample['video'], frames)
+  video = sample['video']  # The frames themselves (lossless: no file trip, no compression).
   times = {}
   t0 = time.time()
-  pipeline.preprocess_stage(str(frames), workdir, config, progress=progress)
+  pipeline.preprocess_stage(video, workdir, config)
   times['preprocess_s'] = time.time() - t0
   t0 = time.time()
-  pipeline.train_stage(config, workdir, progress=progress)
+  pipeline.train_stage(config, workdir)
   times['train_s'] = time.time() - t0
   if query_mode == 'strided':
     queries, group = sample['query_points_strided'], sample['trackgroup_strided']
@@ -74,38 +63,22 @@ def run_video(sample: dict, workdir: Path, config, query_mode: str, progress: bo
     queries, group = sample['query_points_first'], sample['trackgroup_first']
   results = evaluate.evaluate_workdir(
       config, workdir, query_points=queries, target_points=sample['target_points'][group],
-      occluded=sample['occluded'][group], query_mode=query_mode, trackers=TRACKERS,
-      progress=progress)
+      occluded=sample['occluded'][group], query_mode=query_mode, trackers=TRACKERS, video=video)
   results.update(times, config_hash=chash, name=sample['name'],
                  frames=int(sample['video'].shape[0]), size=list(sample['video'].shape[1:3]))
   eval_path.write_text(json.dumps(results, indent=2))
   return results
 
 
-def _pin_worker(core_sets) -> None:
-  """Process-pool initialiser: take one core set and pin this process to it before XLA starts."""
-  os.sched_setaffinity(0, core_sets.get())
-  cli.enable_compilation_cache()
-
-
 def _video_job(suite: str, index: int, config_name: str, overrides: list[str], root: str,
-               query_mode: str, progress: bool = False) -> tuple[int, str, dict, float]:
+               query_mode: str) -> tuple[int, str, dict, float]:
   """One video end to end (also a worker's entry point); returns (index, name, results, s)."""
   start = time.time()
   config = load_config(config_name, overrides)
   sample = synthetic.suite_video(suite, index)
   workdir = Path(root) / f'{index:02d}_{sample["name"]}'
-  result = run_video(sample, workdir, config, query_mode, progress)
+  result = run_video(sample, workdir, config, query_mode)
   return index, sample['name'], result, time.time() - start
-
-
-def core_sets(num_workers: int) -> list[set[int]]:
-  """Splits this process's CPU cores into `num_workers` disjoint, non-empty sets."""
-  cores = sorted(os.sched_getaffinity(0))
-  if not 1 <= num_workers <= len(cores):
-    raise SystemExit(f'--workers {num_workers}: must be between 1 and the {len(cores)} cores '
-                     'this process may use.')
-  return [set(cores[i::num_workers]) for i in range(num_workers)]
 
 
 def summarize(per_video: list[dict]) -> dict:
@@ -132,7 +105,7 @@ def main(argv=None) -> int:
                            '(2 on the 2-core CPU: 1.36x the suite throughput; default: 1)')
   args = parser.parse_args(argv)
 
-  cli.enable_compilation_cache()
+  enable_compilation_cache()
   config = load_config(args.config, args.overrides)
   specs = synthetic.SUITES[args.suite]
   indices = range(len(specs)) if args.videos is None else [int(i) for i in args.videos.split(',')]
@@ -148,22 +121,15 @@ def main(argv=None) -> int:
                    f'TC {result[t]["temporal_coherence"]:.2f}' for t in TRACKERS)
     print(f'[{index}] {name} ({seconds:.0f} s)  {row}', flush=True)
 
+  jobs = [(args.suite, index, args.config, args.overrides, str(root), args.query_mode)
+          for index in indices]
   if args.workers == 1:
-    for index in indices:
-      report(*_video_job(args.suite, index, args.config, args.overrides, str(root),
-                         args.query_mode, args.progress))
+    with contextlib.nullcontext() if args.progress else progress_lib.quiet():
+      for job in jobs:
+        report(*_video_job(*job))
   else:
-    context = multiprocessing.get_context('spawn')  # No forked JAX state in the workers.
-    queue = context.Queue()
-    for cores in core_sets(args.workers):
-      queue.put(cores)
-    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=context,
-                                                initializer=_pin_worker,
-                                                initargs=(queue,)) as pool:
-      jobs = [pool.submit(_video_job, args.suite, index, args.config, args.overrides, str(root),
-                          args.query_mode) for index in indices]
-      for job in concurrent.futures.as_completed(jobs):
-        report(*job.result())
+    # Spawned worker processes, each pinned to its own cores (quiet: no interleaved bars).
+    workers.run_pinned(_video_job, jobs, args.workers, on_result=lambda r: report(*r))
   per_video = [results[index] for index in indices]
   means = summarize(per_video)
   out = {'suite': args.suite, 'config': args.config, 'overrides': args.overrides,

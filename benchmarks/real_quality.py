@@ -6,7 +6,7 @@ project):
   davis32    TAP-Vid-DAVIS videos cut to 32 frames (a folder with <video>/*.jpg, gt.npz and the
              make_pkl.py that writes the official tapvid_davis.pkl). The pickle and a TFDS data
              dir are built under --workroot, then the videos run through exactly the code of
-             `omnimotion-jax eval --dataset tapvid_davis` (tapvid/evaluator.run_evaluation, with
+             `omnimotion-jax eval --dataset tapvid_davis` (evaluation/suite.run_evaluation, with
              --workers), strided queries, TapNet's metrics plus TC. --resolution 256x256 is the
              TAP-Vid protocol; --resolution full runs at the native 854x480 and scales the
              predictions to 256x256 for scoring (TapNet's rule for full-resolution trackers).
@@ -38,11 +38,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omnimotion_jax.evaluation import score as evaluate  # noqa: E402
 from omnimotion_jax import pipeline  # noqa: E402
-from omnimotion_jax.evaluation import workers  # noqa: E402
+from omnimotion_jax import progress  # noqa: E402
 from omnimotion_jax.config import config_hash, load_config  # noqa: E402
+from omnimotion_jax.evaluation import score as evaluate  # noqa: E402
 from omnimotion_jax.evaluation import suite as evaluator  # noqa: E402
+from omnimotion_jax.evaluation import tapvid_files  # noqa: E402
+from omnimotion_jax.evaluation import workers  # noqa: E402
 
 TRACKERS = ('omnimotion', 'chained', 'direct')
 THRESHOLDS = (1, 2, 4, 8, 16)
@@ -55,17 +57,18 @@ METRIC_SIZE = 256
 def davis32(args, config) -> dict:
   split = Path(args.split)
   manual = Path(args.workroot) / 'manual'
-  if not (manual / evaluator.builders.DAVIS_FILE).exists():
+  if not (manual / tapvid_files.DAVIS_FILE).exists():
     # The split's own script writes the official layout.
     subprocess.run([sys.executable, str(split / 'make_pkl.py'), str(manual)], check=True)
   # Keyed by the model's config only: new `track` settings re-track the trained models.
   out = Path(args.workroot) / f'davis32_{args.resolution}_{evaluator.model_hash(config)}'
   label = ' '.join([args.config] + [f'--set {item}' for item in args.overrides])
   start = time.time()
-  summary = evaluator.run_evaluation(
-      'tapvid_davis', 'strided', config, manual, out, data_dir=Path(args.workroot) / 'tfds',
-      videos=args.videos, resolution=args.resolution, config_label=label, workers=args.workers,
-      progress=False)
+  with progress.quiet():
+    summary = evaluator.run_evaluation(
+        'tapvid_davis', 'strided', config, manual, out, data_dir=Path(args.workroot) / 'tfds',
+        videos=args.videos, resolution=args.resolution, config_label=label,
+        workers=args.workers)
   videos = {}
   for result in summary['videos'].values():
     metrics = result['metrics']
@@ -113,7 +116,6 @@ def _endpoint_job(split: str, name: str, config, root: str) -> tuple[str, dict]:
   height, width = raw.shape[1:3]
   # TapNet's reader: mediapy (PIL Lanczos) to 256x256; points scale by 256 / (W, H).
   video = mediapy.resize_video(raw, (METRIC_SIZE, METRIC_SIZE))
-  evaluator.write_frames(video, workdir / 'input')
   with np.load(Path(split) / 'endpoints.npz') as f:
     queries = f[f'{name}/query_points'].astype(np.float64)
     end_xy = f[f'{name}/end_xy'].astype(np.float64)
@@ -123,14 +125,14 @@ def _endpoint_job(split: str, name: str, config, root: str) -> tuple[str, dict]:
   end_xy = end_xy * scale_xy
   wall = {}
   t0 = time.time()
-  pipeline.preprocess_stage(str(workdir / 'input'), workdir, config, progress=False)
+  pipeline.preprocess_stage(video, workdir, config)  # The frames themselves, no file trip.
   wall['preprocess'] = time.time() - t0
   t0 = time.time()
-  pipeline.train_stage(config, workdir, progress=False)
+  pipeline.train_stage(config, workdir)
   wall['train'] = time.time() - t0
   result = {'config_hash': config_hash(config), 'num_frames': int(len(video))}
   for tracker, (tracks, occ, seconds) in evaluate.predict_workdir(
-      config, workdir, queries.astype(np.float32), TRACKERS, progress=False).items():
+      config, workdir, queries.astype(np.float32), TRACKERS, video=video).items():
     result[tracker] = endpoint_metrics(tracks[:, -1], occ[:, -1], end_xy, end_visible)
     wall[f'track_{tracker}'] = seconds
   wall['total'] = time.time() - start
@@ -155,7 +157,8 @@ def endpoints(args, config) -> dict:
         f'OA {100 * r[t]["occlusion_accuracy"]:.0f}' for t in TRACKERS), flush=True)
 
   if args.workers == 1:
-    results = [_endpoint_job(*job) for job in jobs]
+    with progress.quiet():
+      results = [_endpoint_job(*job) for job in jobs]
     for item in results:
       report(item)
   else:

@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from omnimotion_jax import workdir as workdir_lib  # noqa: E402
 from omnimotion_jax.data import filtering  # noqa: E402
 from omnimotion_jax.data import store  # noqa: E402
 
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
   names = sorted({k.split('/')[0] for k in gt.files})
   all_rows, per_video = [], {}
   for name in names:
-    stores = sorted(Path(args.eval_out, 'videos', name).glob('run_*/sequence.npz'))
+    stores = sorted(Path(args.eval_out, 'videos', name).glob(f'run_*/{workdir_lib.STORE}'))
     if not stores:
       print(f'{name}: no store under {args.eval_out}; skipped')
       continue

@@ -54,15 +54,15 @@ def run(config_name: str, overrides: list[str], frames: int, size: tuple[int, in
   """Runs the requested measurements in this process; returns the JSON payload."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from omnimotion_jax.model import render  # pylint: disable=g-import-not-at-top
   from omnimotion_jax import track  # pylint: disable=g-import-not-at-top
-  from omnimotion_jax.model import model as model_lib  # pylint: disable=g-import-not-at-top
   from omnimotion_jax.config import config_hash, load_config  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.model import model as model_lib  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.model import render  # pylint: disable=g-import-not-at-top
 
   config = load_config(config_name, overrides)
   height, width = size
   video = render.VideoShape(frames, height, width)
-  model = model_lib.OmniMotion(model_lib.model_config(config.model, frames))
+  model = model_lib.OmniMotion(model_lib.model_config(config.model))
   params = _block(model_lib.init_params(model, jax.random.PRNGKey(config.seed)))
   chunk = chunk_size or config.track.chunk_size
   margin = render.occlusion_margin(model, config.track.occlusion_eps_factor)
@@ -75,11 +75,10 @@ def run(config_name: str, overrides: list[str], frames: int, size: tuple[int, in
   dummy_idx = jnp.zeros((chunk,), jnp.int32)
 
   if 'sparse' in modes or 'dense' in modes:
-    mapper = track.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc)
+    mapper = render.make_mapper(model, video, margin, use_max_loc=config.track.use_max_loc)
     compile_s = _compile_time(mapper, params, dummy_px, dummy_idx, dummy_idx)
     row_flops = flops_lib.mapping_flops_per_row(config, with_occlusion=True)
-    track_kw = dict(chunk_size=chunk, occlusion_threshold=config.track.occlusion_threshold,
-                    progress=False)
+    track_kw = dict(chunk_size=chunk, occlusion_threshold=config.track.occlusion_threshold)
 
   if 'sparse' in modes:
     rng = np.random.default_rng(SEED)
@@ -171,8 +170,10 @@ def main() -> None:
   unknown = set(modes) - set(MODES)
   if unknown or not modes:
     parser.error(f'--modes: unknown {sorted(unknown)}; choose from {",".join(MODES)}')
-  res = run(args.config, args.set, args.frames, tuple(args.size), args.queries, modes,
-            args.chunk_size)
+  from omnimotion_jax import progress  # pylint: disable=g-import-not-at-top
+  with progress.quiet():  # No progress bars inside the timed loops.
+    res = run(args.config, args.set, args.frames, tuple(args.size), args.queries, modes,
+              args.chunk_size)
   if args.json:
     common.write_json(args.json, res)
   print_rows(res)

@@ -1,16 +1,17 @@
 """Train-step speed: compile time, median ms/step, memory and FLOP/s of the real jitted step.
 
-The state and the step are built exactly as `omnimotion_jax.train.fit` builds them
-(`train.compiled_train_steps`: the pure train step jitted with the state donated), on a synthetic
-TrainData of the requested shape (benchmarks/common.py: a real photo under an exactly known shift,
-no optical flow). Compilation (lower + compile) is timed separately; then `--warmup` steps run
-untimed and `--steps` steps are timed one by one (block_until_ready after each).
+The state and the step are built exactly as `omnimotion_jax.train.loop.fit` builds them
+(`train.step.compiled_train_steps`: the pure train step jitted with the state donated), on a
+synthetic TrainData of the requested shape (benchmarks/common.py: a real photo under an exactly
+known shift, no optical flow). Compilation (lower + compile) is timed separately; then `--warmup`
+steps run untimed and `--steps` steps are timed one by one (block_until_ready after each).
 
 Single setting:
   .venv/bin/python benchmarks/train_step.py --config cpu_tiny --frames 20 --size 64 64 \
       --steps 10 --warmup 2 --json /tmp/tiny.json
-  .venv/bin/python benchmarks/train_step.py --config paper --set train.num_pairs=4 \
-      --set train.num_points=128 --set model.num_samples=16 --frames 20 --size 128 128  # 'small'
+  .venv/bin/python benchmarks/train_step.py --config paper --set train.sampling.num_pairs=4 \
+      --set train.sampling.num_points=128 --set model.num_samples=16 --frames 20 \
+      --size 128 128  # 'small'
 
 Suite (every setting in its own subprocess, so peak RSS is per setting):
   .venv/bin/python benchmarks/train_step.py --suite                 # everything (hours on CPU)
@@ -56,8 +57,8 @@ SUITE_SIZE = (128, 128)
 # The reference's measured CPU timings (reference-cpu-timing.md), all at 20 frames of 128 x 128.
 # remat_chunks is not part of the reference's setting (it only trades memory for a forward): the
 # small batch fits in memory and runs faster without it (1.59 s vs 1.96 s/step with 16 chunks).
-SMALL_OVERRIDES = ('train.num_pairs=4', 'train.num_points=128', 'model.num_samples=16',
-                   'train.remat_chunks=1')
+SMALL_OVERRIDES = ('train.sampling.num_pairs=4', 'train.sampling.num_points=128',
+                   'model.num_samples=16', 'train.remat_chunks=1')
 REFERENCE_ROWS = (
     {'name': 'default', 'config': 'default', 'overrides': (), 's_per_step': 46.2,
      'peak_memory_gb': 15.9},
@@ -68,8 +69,10 @@ REFERENCE_ROWS = (
 )
 REFERENCE_FRAMES = 20
 REFERENCE_SIZE = (128, 128)
-# Train fields that change the work of a step (the model section is compared whole).
-WORK_TRAIN_FIELDS = ('num_pairs', 'num_points', 'smooth_points_fraction')
+# Train fields (section, name) that change the work of a step (the model section is compared
+# whole).
+WORK_TRAIN_FIELDS = (('sampling', 'num_pairs'), ('sampling', 'num_points'),
+                     ('loss', 'smooth_points_fraction'))
 
 
 def reference_match(config, frames: int, size: tuple[int, int]) -> dict | None:
@@ -77,7 +80,7 @@ def reference_match(config, frames: int, size: tuple[int, int]) -> dict | None:
   from omnimotion_jax.config import load_config  # pylint: disable=g-import-not-at-top
   if frames != REFERENCE_FRAMES or tuple(size) != REFERENCE_SIZE:
     return None
-  work = lambda c: (c.model.to_dict(), tuple(c.train[f] for f in WORK_TRAIN_FIELDS))
+  work = lambda c: (c.model.to_dict(), tuple(c.train[s][f] for s, f in WORK_TRAIN_FIELDS))
   mine = work(config)
   for row in REFERENCE_ROWS:
     if work(load_config(row['config'], list(row['overrides']))) == mine:
@@ -313,8 +316,8 @@ def main() -> None:
   parser.add_argument('--config', default='cpu_tiny',
                       help='config name (configs/NAME.py) or path (default: %(default)s)')
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                      help='config override, e.g. --set train.num_pairs=4 (repeatable; in --suite '
-                           'mode applied to every setting)')
+                      help='config override, e.g. --set train.sampling.num_pairs=4 (repeatable; '
+                           'in --suite mode applied to every setting)')
   parser.add_argument('--steps', type=int, default=DEFAULT_STEPS,
                       help='timed steps; the median is reported (default: %(default)s)')
   parser.add_argument('--warmup', type=int, default=DEFAULT_WARMUP,

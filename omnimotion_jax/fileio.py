@@ -20,19 +20,27 @@ def set_default_permissions(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = 'wb'):
-  """Yields a file object whose content replaces `path` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike):
+  """Yields a temp path beside `path`, with its suffix (tools such as ffmpeg pick the format from
+  it); the file replaces `path` only if the block succeeds."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+  handle, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=path.suffix, dir=path.parent)
+  os.close(handle)
   try:
-    with os.fdopen(handle, mode) as f:
-      yield f
+    yield Path(tmp)
     set_default_permissions(tmp)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = 'wb'):
+  """Yields a file object whose content replaces `path` only if the block succeeds."""
+  with atomic_path(path) as tmp, open(tmp, mode) as f:
+    yield f
 
 
 def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray],

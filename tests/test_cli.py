@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from omnimotion_jax import progress
 from omnimotion_jax.config import load_config, merge_over_default
 from omnimotion_jax.errors import UserInputError
 
@@ -120,3 +121,10 @@ def test_configs_resolve_after_a_non_editable_install(tmp_path):
   assert result.returncode == 0, result.stderr
   folder, steps = result.stdout.split()
   assert Path(folder) == target / 'omnimotion_jax' / 'configs' and steps == '2000'
+
+
+def test_quiet_hides_bars_and_restores_the_level():
+  assert not progress.bar(range(2)).disable
+  with progress.quiet():
+    assert progress.bar(range(2)).disable and not progress.enabled()
+  assert progress.enabled()

@@ -274,7 +274,7 @@ def compute_flows(backend: flow_lib.FlowBackend, pairs: np.ndarray, cache_dir: P
         flows[start + k] = backend.flow(int(i), int(j))
         bar.update(1)
       if use_cache:
-        store_lib.write_npz_atomic(path, {'pairs': block, 'flows': flows[start:start + len(block)]})
+        fileio.write_npz_atomic(path, {'pairs': block, 'flows': flows[start:start + len(block)]})
   return flows, num_cached
 
 

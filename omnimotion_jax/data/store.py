@@ -39,14 +39,13 @@ fixed shapes, so a jitted step can gather from them.
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from omnimotion_jax.errors import UserInputError
-from omnimotion_jax.fileio import set_default_permissions, write_npz_atomic  # noqa: F401
+from omnimotion_jax.fileio import write_npz_atomic
 
 FORMAT_VERSION = 1
 STORE_KEYS = ('frames', 'frame_indices', 'pairs', 'flows', 'cycle', 'occluded', 'counts',

@@ -19,7 +19,6 @@ always decoded to rgb24 by ffmpeg.
 """
 
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from omnimotion_jax import fileio
 from omnimotion_jax.errors import UserInputError
 
 VIDEO_SUFFIXES = ('.mp4', '.mov', '.webm', '.gif', '.avi', '.mkv', '.m4v')
@@ -246,7 +246,7 @@ def _load_file(path, resize, max_side, stride, max_frames):
 
 
 def save_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
-  """Writes uint8 [T, H, W, 3] frames to a video file, atomically (temp file, then os.replace).
+  """Writes uint8 [T, H, W, 3] frames to a video file, atomically (fileio.atomic_path).
 
   The container follows the suffix (.mp4, .gif, .webm, ...). Returns the path.
   """
@@ -257,20 +257,8 @@ def save_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
   if path.suffix.lower() not in VIDEO_SUFFIXES:
     raise UserInputError(f'{path}: unsupported video suffix; use one of {VIDEO_SUFFIXES}.')
   mediapy = _use_bundled_ffmpeg()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # ffmpeg picks the container from the suffix, so the temp file keeps it.
-  handle, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=path.suffix, dir=path.parent)
-  os.close(handle)
-  try:
-    kwargs = {}
-    if path.suffix.lower() in _WRITE_CODECS:
-      kwargs['codec'] = _WRITE_CODECS[path.suffix.lower()]
+  codec = _WRITE_CODECS.get(path.suffix.lower())
+  kwargs = {'codec': codec} if codec else {}
+  with fileio.atomic_path(path) as tmp:
     mediapy.write_video(tmp, frames.astype(np.uint8), fps=fps, **kwargs)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0o600 files.
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
   return path

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from omnimotion_jax.data.filtering import in_frame
+from omnimotion_jax.data.filtering import in_frame, pair_lookup
 
 
 @flax.struct.dataclass
@@ -63,7 +63,7 @@ class TrainData:
 
 def adjacent_pair_index(pairs: np.ndarray, num_frames: int) -> np.ndarray:
   """[N] index into `pairs` of (i, i+1) for each frame, and (N-1, N-2) for the last one."""
-  lookup = {(int(i), int(j)): p for p, (i, j) in enumerate(pairs)}
+  lookup = pair_lookup(pairs)
   out = []
   for i in range(num_frames):
     target = (i, i + 1) if i < num_frames - 1 else (i, i - 1)
