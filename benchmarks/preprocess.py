@@ -3,7 +3,7 @@
 Each video is a generated layered synthetic clip (omnimotion_jax.data.synthetic.make_video: photo
 textures from skimage.data moving over a panning photo background), saved as PNG frames: the
 benchmark times the file path a user's frame folder takes (the 'load' stage decodes them). Every
-(N, plan) case runs the real entry point, `omnimotion_jax.data.preprocess.preprocess(...)` with
+(N, plan) case runs the real entry point, `omnimotion_jax.pipeline.preprocess_stage(...)` with
 configs/default.py's data section and flow_backend='dis', in a fresh subprocess (so peak memory
 is per case).
 
@@ -58,12 +58,12 @@ def chain_steps(pairs: np.ndarray, num_frames: int) -> int:
 
 def run_case(frames_dir: str, workdir: str, plan: str) -> dict:
   """Child process: preprocess one case and return its report plus peak RSS."""
-  from omnimotion_jax.data.preprocess import preprocess  # pylint: disable=import-outside-toplevel
-  cfg = load_config('default').data
-  cfg.pair_plan = plan
-  cfg.flow_backend = 'dis'
+  from omnimotion_jax import pipeline  # pylint: disable=import-outside-toplevel
+  config = load_config('default')
+  config.data.pair_plan = plan
+  config.data.flow_backend = 'dis'
   with progress.quiet():
-    path = preprocess(frames_dir, workdir, cfg)
+    path = pipeline.preprocess_stage(frames_dir, workdir, config)
   report = json.loads((Path(path).parent / workdir_lib.PREPROCESS).read_text())
   report['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
   return report

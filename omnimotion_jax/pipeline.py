@@ -6,6 +6,7 @@ files). The CLI sub-commands are thin wrappers over these functions.
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -37,12 +38,58 @@ def video_shape(seq: store.SequenceData) -> render.VideoShape:
 
 
 def preprocess_stage(video: str | os.PathLike | np.ndarray, workdir: Path,
-                     config: ml_collections.ConfigDict) -> Path:
-  """video: a file or folder (see preprocess.preprocess), or uint8 frames [T, H, W, 3]."""
+                     config: ml_collections.ConfigDict, *, flow_dir=None, features_dir=None,
+                     keep_cache: bool = False) -> Path:
+  """Preprocesses a video into workdir/sequence.npz and preprocess.json (data/preprocess.py).
+
+  Args:
+    video: a video file or folder of frames; with data.flow_backend == 'omnimotion_dir', a
+      sequence folder in the reference layout (color/, raft_exhaustive/, raft_masks/); or the
+      frames themselves, uint8 [T, H, W, 3] (selected and resized as a file's would be).
+    workdir: the run folder (created).
+    config: the config (its `data` section).
+    flow_dir: 'files' backend: folder of precomputed flows (overrides data.flow_dir).
+    features_dir: optional folder of per-frame features, one float [h, w, C] .npy per frame named
+      by input frame index ({i:05d}.npy) or frame file stem; enables the feature checks.
+    keep_cache: keep workdir/flow_cache after success (removed by default).
+
+  Returns:
+    The store path. A store made from the same input files (or frames) and data config is kept
+    as it is (nothing recomputed); an interrupted run resumes from the flow cache.
+  """
   start = time.time()
-  path = preprocess_lib.preprocess(video, workdir, config.data)
+  workdir, c = Path(workdir), config.data
+  inp = preprocess_lib.load_input(video, c, workdir, flow_dir=flow_dir, features_dir=features_dir)
+  store_path, report_path = workdir / workdir_lib.STORE, workdir / workdir_lib.PREPROCESS
+  meta = store.read_meta(store_path) if store_path.is_file() else None
+  if meta is not None and meta.get('preprocess_key') == inp.key and report_path.is_file():
+    _log.info('%s: already preprocessed from %s with this config; nothing to do (delete it to '
+              'redo).', store_path, inp.source)
+    return store_path
+  t0 = time.perf_counter()
+  frames, frame_indices, probe, features = preprocess_lib.read_frames(video, inp, c)
+  load_s = time.perf_counter() - t0
+  input_size = (probe['height'], probe['width'])
+  arrays, facts = preprocess_lib.preprocess_frames(
+      frames, frame_indices, c, input_size=input_size, flow_dir=inp.flow_dir,
+      seq_dir=inp.seq_dir, features=features, cache_dir=workdir / workdir_lib.FLOW_CACHE)
+  meta, report = preprocess_lib.describe(
+      arrays, facts, c, key=inp.key, source=inp.source, input_size=input_size,
+      input_frames=probe['num_frames'], fps=probe['fps'], features_dir=inp.features_dir)
+  t0 = time.perf_counter()
+  store.write_store(store_path, meta=meta, **arrays)
+  timings = {'load': load_s, **facts['timings_s'], 'write': time.perf_counter() - t0,
+             'total': time.time() - start}
+  report.update(store=str(store_path), timings_s={k: round(v, 3) for k, v in timings.items()})
+  report['bytes']['store'] = store_path.stat().st_size
+  workdir_lib.write_json(report_path, report)
+  if not keep_cache:
+    shutil.rmtree(workdir / workdir_lib.FLOW_CACHE, ignore_errors=True)
+  _log.info('%s: %d frames %dx%d, %d pairs, %.1f MB in %.1f s.', store_path, len(frames),
+            frames.shape[2], frames.shape[1], len(arrays['pairs']), report['bytes']['store'] / 1e6,
+            timings['total'])
   workdir_lib.record_timing(workdir, 'preprocess', time.time() - start)
-  return path
+  return store_path
 
 
 def set_aside_stale_checkpoints(workdir: Path, store_key: str,

@@ -1,10 +1,8 @@
-"""Video -> supervision: frames, pair plan, flows, filters, chaining, counts -> one store.
+"""Video -> supervision: frames, pair plan, flows, filters, chaining, counts -> store arrays.
 
-`preprocess(video, workdir, config.data)` runs the whole stage and writes
-
-  workdir/sequence.npz     the store (store.py), written atomically;
-  workdir/preprocess.json  timings (s), pair counts, bytes, valid-pixel fractions per gap;
-  workdir/flow_cache/      per-chunk direct flows while running (resumable); removed at the end.
+`preprocess_frames(frames, ..., config.data)` computes the store's arrays (store.py) from frames
+in memory; `pipeline.preprocess_stage` reads the input, calls it and writes the run folder's
+sequence.npz and preprocess.json (workdir.py).
 
 Order (reference `preprocessing/main_processing.py`): direct flow for every planned pair and
 its reverse (pairs.py), the forward-backward / occlusion / feature filter (filtering.filter_pair),
@@ -13,15 +11,12 @@ With an 'omnimotion_dir' sequence that has raft_masks/, its flows and masks are 
 
 Resuming: direct flows of expensive backends (DIS) are cached in chunks of CACHE_CHUNK pairs, so
 an interrupted run recomputes only unfinished chunks. Direct flows are rounded to float16 whether
-cached or not, so a resumed run gives bit-identical results. A finished run (same input files,
-same config) is detected from the store's metadata and skipped.
+cached or not, so a resumed run gives bit-identical results.
 """
 
 import dataclasses
 import hashlib
 import json
-import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -29,7 +24,6 @@ import numpy as np
 
 from omnimotion_jax import fileio
 from omnimotion_jax import progress
-from omnimotion_jax import workdir as workdir_lib
 from omnimotion_jax.data import filtering
 from omnimotion_jax.data import flow as flow_lib
 from omnimotion_jax.data import pairs as pairs_lib
@@ -38,7 +32,6 @@ from omnimotion_jax.data import video as video_lib
 from omnimotion_jax.config import config_hash
 from omnimotion_jax.errors import UserInputError
 
-_log = logging.getLogger(__name__)
 # config.data fields recorded in the store's meta.
 META_FIELDS = ('max_side', 'stride', 'max_frames', 'pair_plan', 'dense_gap', 'long_stride',
                'long_gap_growth', 'max_gap', 'chain', 'cycle_threshold', 'occlusion_cycle_threshold',
@@ -49,80 +42,41 @@ CACHE_CHUNK = 64  # Direct flows per cache file (~16 MB at 256x256 in float16).
 FEATURES_SUBDIR = ('features', 'dino')  # Per-frame features inside a reference sequence folder.
 
 
-def preprocess(video, workdir, data_cfg, *, flow_dir=None, features_dir=None,
-               keep_cache: bool = False) -> Path:
-  """Preprocesses one video into `workdir/sequence.npz` (module docstring).
+def preprocess_frames(frames: np.ndarray, frame_indices: np.ndarray, data_cfg, *,
+                      input_size: tuple[int, int], flow_dir=None, seq_dir=None,
+                      features: np.ndarray | None = None,
+                      cache_dir: Path | None = None) -> tuple[dict, dict]:
+  """Frames -> the store's arrays: pair plan, direct flows, filters, chaining, counts.
 
   Args:
-    video: a video file or folder of frames; with data.flow_backend == 'omnimotion_dir', a
-      sequence folder in the reference layout (color/, raft_exhaustive/, raft_masks/); or the
-      frames themselves, uint8 [T, H, W, 3] (selected and resized as a file's would be).
-    workdir: output folder (created).
-    data_cfg: the `config.data` ConfigDict (configs/default.py). Optional extra fields read if
-      present: flow_dir, flow_pattern, features_dir, max_gap.
-    flow_dir: 'files' backend: folder of precomputed flows (overrides data_cfg.flow_dir).
-    features_dir: optional folder of per-frame features, one float [h, w, C] .npy per frame named
-      by input frame index ({i:05d}.npy) or frame file stem; enables the feature checks.
-    keep_cache: keep workdir/flow_cache after success (it is removed by default).
+    frames: uint8 [N, H, W, 3] processed frames; frame_indices: int [N] their input indices.
+    data_cfg: config.data.
+    input_size: (H, W) of the input video (flows read from files may be at that size).
+    flow_dir, seq_dir: the 'files' backend's flow folder, the 'omnimotion_dir' sequence folder.
+    features: optional per-frame features [N, h, w, C] (enables the feature checks).
+    cache_dir: if set, direct flows of expensive backends are cached there in chunks, so an
+      interrupted call resumes (bit-identically: flows are float16 either way).
 
   Returns:
-    The store path.
+    (arrays, facts): `store.write_store` keyword arrays (all but meta), and facts for the meta
+    and the report (backend, plan summary, masks_from, flows computed / from cache, timings s).
   """
   c = data_cfg
-  resize = None if c.resize is None else tuple(c.resize)
-  if c.flow_backend not in flow_lib.BACKENDS:
-    raise UserInputError(f'data.flow_backend={c.flow_backend!r}: unknown backend; use one of '
-                         f'{flow_lib.BACKENDS}.')
-  workdir = Path(workdir)
-  store_path = workdir / workdir_lib.STORE
-  report_path = workdir / workdir_lib.PREPROCESS
-  cfg_hash = config_hash(data_cfg)
-  inp = _resolve_input(video, c, workdir, cfg_hash,
-                       flow_dir if flow_dir is not None else c.flow_dir,
-                       features_dir if features_dir is not None else c.features_dir)
-  flow_dir, features_dir, key, source = inp.flow_dir, inp.features_dir, inp.key, inp.source
-  meta = store_lib.read_meta(store_path) if store_path.is_file() else None
-  if meta is not None and meta.get('preprocess_key') == key and report_path.is_file():
-    _log.info('%s: already preprocessed from %s with this config; nothing to do (delete it to '
-              'redo).', store_path, source)
-    return store_path
-
   timings = {}
-  clock = time.perf_counter()
-  t0 = clock
-  if isinstance(video, np.ndarray):
-    frames, frame_indices = video_lib.select_frames(video, resize, c.max_side, c.stride,
-                                                    c.max_frames)
-    probe = {'num_frames': len(video), 'height': video.shape[1], 'width': video.shape[2],
-             'fps': None}
-  else:
-    frames, frame_indices = video_lib.load_video(inp.frames_path, resize=resize,
-                                                 max_side=c.max_side, stride=c.stride,
-                                                 max_frames=c.max_frames, return_indices=True)
-    probe = video_lib.probe_video(inp.frames_path)
-  input_size = (probe['height'], probe['width'])
-  num_frames, height, width = frames.shape[:3]
-  timings['load'] = time.perf_counter() - t0
-
+  num_frames = len(frames)
   plan = pairs_lib.make_plan(c.pair_plan, num_frames, c.dense_gap, c.long_stride, c.max_gap,
                              c.long_gap_growth)
   backend = flow_lib.make_backend(c.flow_backend, frames, dis_preset=c.dis_preset,
                                   flow_dir=flow_dir, pattern=c.flow_pattern,
                                   frame_indices=frame_indices, input_size=input_size,
-                                  seq_dir=inp.seq_dir)
-  features = None
-  if features_dir is not None:
-    stems = None if inp.frames_path is None else _frame_stems(inp.frames_path, frame_indices)
-    features = load_features(features_dir, frame_indices, stems)
-
+                                  seq_dir=seq_dir)
   # 1. Direct flows (cached in chunks for expensive backends).
   t0 = time.perf_counter()
   precomputed_masks = backend.has_masks
   flow_pairs = plan.pairs if precomputed_masks else plan.direct
   cache_key = json.dumps({'backend': backend.fingerprint(), 'frames': _hash_array(frames),
                           'pairs': _hash_array(flow_pairs)}, sort_keys=True)
-  direct, num_cached = compute_flows(backend, flow_pairs, workdir / workdir_lib.FLOW_CACHE,
-                                     cache_key, CACHE_CHUNK)
+  direct, num_cached = compute_flows(backend, flow_pairs, cache_dir, cache_key, CACHE_CHUNK)
   timings['flow'] = time.perf_counter() - t0
 
   # 2. Filtering.
@@ -144,50 +98,87 @@ def preprocess(video, workdir, data_cfg, *, flow_dir=None, features_dir=None,
   # 3. Chaining (not for reference folders with masks: their flows are already chained).
   t0 = time.perf_counter()
   if c.chain and not precomputed_masks:
-    flows_out, cycle_out = filtering.chain_flows(
+    flows, cycle = filtering.chain_flows(
         plan.pairs, stored_flows, cycle, occluded, frames, rgb_threshold=c.chain_rgb_threshold,
         features=features, feature_similarity_threshold=c.feature_similarity_threshold,
         direct_agreement_px=c.direct_agreement_px, require_agreement=c.require_agreement)
   else:
-    flows_out, cycle_out = stored_flows, cycle
+    flows = stored_flows
   timings['chain'] = time.perf_counter() - t0
 
-  # 4. Counts and the store.
+  # 4. Counts.
   t0 = time.perf_counter()
-  counts, pair_counts = filtering.count_maps(plan.pairs, cycle_out | occluded, num_frames)
+  counts, pair_counts = filtering.count_maps(plan.pairs, cycle | occluded, num_frames)
   timings['count'] = time.perf_counter() - t0
-  t0 = time.perf_counter()
+  arrays = dict(frames=frames, frame_indices=frame_indices, pairs=plan.pairs, flows=flows,
+                cycle=cycle, occluded=occluded, counts=counts, pair_counts=pair_counts)
+  facts = {'backend': backend.fingerprint(), 'plan': plan.summary(),
+           'masks_from': 'omnimotion_dir' if precomputed_masks else 'filter',
+           'flows_computed': len(flow_pairs) - num_cached, 'flows_from_cache': num_cached,
+           'timings_s': timings}
+  return arrays, facts
+
+
+def describe(arrays: dict, facts: dict, data_cfg, *, key: str, source: str,
+             input_size: tuple[int, int], input_frames: int, fps: float | None,
+             features_dir) -> tuple[dict, dict]:
+  """(meta, report) of a store: what the store's meta records, and preprocess.json's content
+  without its 'store' path and store size."""
+  c, (height, width) = data_cfg, arrays['frames'].shape[1:3]
   meta = {
-      'preprocess_key': key, 'config_hash': cfg_hash, 'source': source,
-      'input_size': list(input_size), 'input_frames': probe['num_frames'], 'fps': probe['fps'],
-      'size': [height, width], 'resize': resize, 'backend': backend.fingerprint(),
-      'masks_from': 'omnimotion_dir' if precomputed_masks else 'filter',
+      'preprocess_key': key, 'config_hash': config_hash(c), 'source': source,
+      'input_size': list(input_size), 'input_frames': input_frames, 'fps': fps,
+      'size': [height, width], 'resize': None if c.resize is None else tuple(c.resize),
+      'backend': facts['backend'], 'masks_from': facts['masks_from'],
       'features': None if features_dir is None else str(features_dir),
       **{name: c[name] for name in META_FIELDS}}
-  store_lib.write_store(store_path, frames=frames, frame_indices=frame_indices,
-                        pairs=plan.pairs, flows=flows_out, cycle=cycle_out, occluded=occluded,
-                        counts=counts, pair_counts=pair_counts, meta=meta)
-  timings['write'] = time.perf_counter() - t0
-  timings['total'] = time.perf_counter() - clock
-  timings = {name: round(value, 3) for name, value in timings.items()}
-
+  pairs, pair_counts = arrays['pairs'], arrays['pair_counts']
   report = {
-      'store': str(store_path), 'preprocess_key': key, 'source': source,
-      'num_frames': num_frames, 'size': [height, width], 'input_size': list(input_size),
-      'backend': backend.fingerprint(), 'plan': plan.summary(), 'timings_s': timings,
-      'flows_computed': len(flow_pairs) - num_cached, 'flows_from_cache': num_cached,
-      'bytes': {'store': store_path.stat().st_size,
-                'flows': int(np.prod(flows_out.shape)) * 2,
-                'masks': 2 * len(plan.pairs) * ((height * width + 7) // 8),
-                'frames': frames.nbytes, 'counts': counts.nbytes},
-      'valid_fraction_per_gap': _valid_fraction_per_gap(plan.pairs, pair_counts, height * width),
-  }
-  fileio.write_text_atomic(report_path, json.dumps(report, indent=2, sort_keys=True, default=str))
-  if not keep_cache:
-    shutil.rmtree(workdir / workdir_lib.FLOW_CACHE, ignore_errors=True)
-  _log.info('%s: %d frames %dx%d, %d pairs, %.1f MB in %.1f s.', store_path, num_frames, width,
-            height, len(plan.pairs), report['bytes']['store'] / 1e6, timings['total'])
-  return store_path
+      'preprocess_key': key, 'source': source, 'num_frames': len(arrays['frames']),
+      'size': [height, width], 'input_size': list(input_size), 'backend': facts['backend'],
+      'plan': facts['plan'], 'flows_computed': facts['flows_computed'],
+      'flows_from_cache': facts['flows_from_cache'],
+      'bytes': {'flows': int(np.prod(arrays['flows'].shape)) * 2,
+                'masks': 2 * len(pairs) * ((height * width + 7) // 8),
+                'frames': arrays['frames'].nbytes, 'counts': arrays['counts'].nbytes},
+      'valid_fraction_per_gap': _valid_fraction_per_gap(pairs, pair_counts, height * width)}
+  return meta, report
+
+
+def load_input(video, data_cfg, workdir: Path, *, flow_dir=None, features_dir=None):
+  """The checked input of a preprocessing run: (_Input, frames or None if not loaded yet).
+
+  video: a file or folder (see `preprocess_frames`' callers), or uint8 frames [T, H, W, 3].
+  """
+  c = data_cfg
+  if c.flow_backend not in flow_lib.BACKENDS:
+    raise UserInputError(f'data.flow_backend={c.flow_backend!r}: unknown backend; use one of '
+                         f'{flow_lib.BACKENDS}.')
+  return _resolve_input(video, c, Path(workdir), config_hash(c),
+                        flow_dir if flow_dir is not None else c.flow_dir,
+                        features_dir if features_dir is not None else c.features_dir)
+
+
+def read_frames(video, inp, data_cfg) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
+  """(frames [N, H, W, 3], input indices [N], probe {num_frames, height, width, fps}, features)
+  of a preprocessing input, selected and resized by config.data."""
+  c = data_cfg
+  resize = None if c.resize is None else tuple(c.resize)
+  if isinstance(video, np.ndarray):
+    frames, frame_indices = video_lib.select_frames(video, resize, c.max_side, c.stride,
+                                                    c.max_frames)
+    probe = {'num_frames': len(video), 'height': video.shape[1], 'width': video.shape[2],
+             'fps': None}
+  else:
+    frames, frame_indices = video_lib.load_video(inp.frames_path, resize=resize,
+                                                 max_side=c.max_side, stride=c.stride,
+                                                 max_frames=c.max_frames, return_indices=True)
+    probe = video_lib.probe_video(inp.frames_path)
+  features = None
+  if inp.features_dir is not None:
+    stems = None if inp.frames_path is None else _frame_stems(inp.frames_path, frame_indices)
+    features = load_features(inp.features_dir, frame_indices, stems)
+  return frames, frame_indices, probe, features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,9 +237,9 @@ def filter_pairs(pairs: np.ndarray, direct: np.ndarray, rows: dict, c,
   return cycle, occluded
 
 
-def compute_flows(backend: flow_lib.FlowBackend, pairs: np.ndarray, cache_dir: Path,
+def compute_flows(backend: flow_lib.FlowBackend, pairs: np.ndarray, cache_dir: Path | None,
                   cache_key: str, chunk: int) -> tuple[np.ndarray, int]:
-  """Direct flows of `pairs` int [D, 2], float16 [D, H, W, 2], resuming from cache_dir.
+  """Direct flows of `pairs` int [D, 2], float16 [D, H, W, 2], resuming from cache_dir (if set).
 
   For cacheable backends every chunk of `chunk` pairs is saved (atomically) as soon as it is
   done; chunks already saved under the same `cache_key` are loaded instead of recomputed.
@@ -258,7 +249,7 @@ def compute_flows(backend: flow_lib.FlowBackend, pairs: np.ndarray, cache_dir: P
   """
   height, width = backend.size
   flows = np.empty((len(pairs), height, width, 2), np.float16)
-  use_cache = backend.cacheable
+  use_cache = backend.cacheable and cache_dir is not None
   if use_cache:
     _open_cache(cache_dir, cache_key)
   num_cached = 0

@@ -19,18 +19,9 @@ File format (`write_store`; numpy .npz, uncompressed so it loads fast; FORMAT_VE
                                        (original) size, processed size, resize / max_side /
                                        stride / max_frames, backend, preset, plan, thresholds.
 
-What the training sampler must do with it (the reference's `loaders/raft.py`):
-  * Pairs: for source frame i, candidates are stored pairs (i, j) with |i - j| <= M (the current
-    maximum gap); weight them by pair_counts, give the adjacent ones (gap 1) half the total mass.
-    `pair_index[i, j]` is the row of (i, j), -1 if not stored. The banded plan stores long gaps
-    forward only (i < j): a sampler that wants (j, i) can use row pair_index[i, j] swapped.
-  * Valid pixels of a pair (i, j) used forward: ALL pixels when |i - j| == 1 (the reference does
-    not filter adjacent pairs), otherwise cycle | occluded. Targets are p + flow(p) and may fall
-    outside the image.
-  * Swapped direction (probability 0.5): sources are the subpixel targets p + flow(p) in frame j,
-    targets are the pixel centres p of frame i, and only cycle pixels are valid.
-  * Pair weight cos((|i - j| - 1) / M * pi / 2); pixels within a valid mask drawn with probability
-    proportional to 1 / sqrt(counts + 1) (before hard mining starts).
+How training samples pairs and pixels from it: train/sampler.py (the reference's
+`loaders/raft.py`). `pair_index[i, j]` is the row of (i, j), -1 if not stored; the banded plan
+stores long gaps forward only (i < j), so (j, i) is row pair_index[i, j] used swapped.
 
 `load_store` unpacks masks to bool; `to_device` puts every array on the default jax device with
 fixed shapes, so a jitted step can gather from them.

@@ -12,7 +12,7 @@ from omnimotion_jax.data import flow as flow_lib
 from omnimotion_jax.data import store as store_lib
 from omnimotion_jax.config import load_config
 from omnimotion_jax.errors import UserInputError
-from omnimotion_jax.data.preprocess import preprocess
+from omnimotion_jax import pipeline
 
 TEX_H, TEX_W = 96, 128
 MARGIN = 12  # px ignored at the border (pixels moving in / out of view)
@@ -156,11 +156,11 @@ def _make_sequence(root, suffix='.png', with_masks=True, stem_names=False):
   return truth
 
 
-def _data_cfg(**overrides):
-  cfg = load_config('default').data
-  for key, value in overrides.items():
-    cfg[key] = value
-  return cfg
+def _config(**data_overrides):
+  config = load_config('default')
+  for key, value in data_overrides.items():
+    config.data[key] = value
+  return config
 
 
 def test_omnimotion_dir_backend_reads_flows_and_masks(tmp_path):
@@ -179,8 +179,8 @@ def test_omnimotion_dir_backend_reads_flows_and_masks(tmp_path):
 def test_omnimotion_dir_preprocess_roundtrip(tmp_path):
   seq = tmp_path / 'seq'
   truth = _make_sequence(seq, stem_names=True)
-  cfg = _data_cfg(flow_backend='omnimotion_dir', pair_plan='exhaustive')
-  path = preprocess(seq, tmp_path / 'work', cfg)
+  cfg = _config(flow_backend='omnimotion_dir', pair_plan='exhaustive')
+  path = pipeline.preprocess_stage(seq, tmp_path / 'work', cfg)
   data = store_lib.load_store(path)
   assert data.num_pairs == SEQ_N * (SEQ_N - 1) and data.meta['masks_from'] == 'omnimotion_dir'
   expected_counts = np.zeros((SEQ_N, SEQ_H, SEQ_W), int)
@@ -197,8 +197,8 @@ def test_omnimotion_dir_preprocess_roundtrip(tmp_path):
 def test_omnimotion_dir_without_masks_is_filtered(tmp_path):
   seq = tmp_path / 'seq'
   _make_sequence(seq, with_masks=False)
-  cfg = _data_cfg(flow_backend='omnimotion_dir', pair_plan='exhaustive')
-  data = store_lib.load_store(preprocess(seq, tmp_path / 'work', cfg))
+  cfg = _config(flow_backend='omnimotion_dir', pair_plan='exhaustive')
+  data = store_lib.load_store(pipeline.preprocess_stage(seq, tmp_path / 'work', cfg))
   assert data.meta['masks_from'] == 'filter' and data.num_pairs == SEQ_N * (SEQ_N - 1)
 
 

@@ -15,6 +15,7 @@ from omnimotion_jax.data import pairs as pairs_lib
 from omnimotion_jax.data import preprocess as preprocess_lib
 from omnimotion_jax.data import store as store_lib
 from omnimotion_jax.data import video as video_lib
+from omnimotion_jax import pipeline
 from omnimotion_jax import workdir as workdir_lib
 from omnimotion_jax.config import load_config
 from omnimotion_jax.errors import UserInputError
@@ -122,7 +123,8 @@ def test_banded_long_gaps_grow_geometrically():
 
 
 def test_default_plan_meets_the_store_budget():
-  cfg = load_config('default').data
+  config = load_config('default')
+  cfg = config.data
   plan = pairs_lib.make_plan(cfg.pair_plan, 250, cfg.dense_gap, cfg.long_stride)
   assert pairs_lib.store_bytes(len(plan.pairs), 250, 256, 256) <= STORE_LIMIT_BYTES
   assert plan.gaps.max() >= 70  # training samples gaps up to ~70
@@ -172,8 +174,9 @@ class _FlowCounter:
 
 
 def test_preprocess_writes_a_store(tmp_path, frame_folder):
-  cfg = load_config('default').data
-  path = preprocess_lib.preprocess(frame_folder, tmp_path / 'w', cfg)
+  config = load_config('default')
+  cfg = config.data
+  path = pipeline.preprocess_stage(frame_folder, tmp_path / 'w', config)
   seq = store_lib.load_store(path)
   plan = pairs_lib.make_plan('banded', NUM_FRAMES, cfg.dense_gap, cfg.long_stride)
   np.testing.assert_array_equal(seq.pairs, plan.pairs)
@@ -194,25 +197,26 @@ def test_preprocess_writes_a_store(tmp_path, frame_folder):
 
 def test_preprocess_resumes_and_skips_finished_work(tmp_path, frame_folder, monkeypatch, caplog):
   monkeypatch.setattr(preprocess_lib, 'CACHE_CHUNK', 8)
-  cfg = load_config('default').data
+  config = load_config('default')
+  cfg = config.data
   num_direct = len(pairs_lib.make_plan('banded', NUM_FRAMES, cfg.dense_gap, cfg.long_stride).direct)
   workdir = tmp_path / 'w'
   with monkeypatch.context() as patch:
     _FlowCounter(patch, fail_after=20)
     with pytest.raises(RuntimeError, match='simulated interruption'):
-      preprocess_lib.preprocess(frame_folder, workdir, cfg)
+      pipeline.preprocess_stage(frame_folder, workdir, config)
   assert not (workdir / workdir_lib.STORE).exists()
   assert len(list((workdir / workdir_lib.FLOW_CACHE).glob('flows_*.npz'))) == 2  # 16 flows
 
   with monkeypatch.context() as patch:
     counter = _FlowCounter(patch)
-    path = preprocess_lib.preprocess(frame_folder, workdir, cfg)
+    path = pipeline.preprocess_stage(frame_folder, workdir, config)
   assert counter.calls == num_direct - 16
   report = json.loads((workdir / workdir_lib.PREPROCESS).read_text())
   assert report['flows_from_cache'] == 16
 
   # The resumed result is bit-identical to an uninterrupted run.
-  fresh = store_lib.load_store(preprocess_lib.preprocess(frame_folder, tmp_path / 'fresh', cfg))
+  fresh = store_lib.load_store(pipeline.preprocess_stage(frame_folder, tmp_path / 'fresh', config))
   resumed = store_lib.load_store(path)
   for name in ('flows', 'cycle', 'occluded', 'counts', 'pair_counts'):
     np.testing.assert_array_equal(getattr(resumed, name), getattr(fresh, name))
@@ -221,35 +225,37 @@ def test_preprocess_resumes_and_skips_finished_work(tmp_path, frame_folder, monk
   caplog.clear()
   with monkeypatch.context() as patch, caplog.at_level(logging.INFO, logger='omnimotion_jax'):
     counter = _FlowCounter(patch)
-    preprocess_lib.preprocess(frame_folder, workdir, cfg)
+    pipeline.preprocess_stage(frame_folder, workdir, config)
   assert counter.calls == 0
   assert 'already preprocessed' in caplog.text
   # A config change is not.
   cfg.cycle_threshold = 2.0
   with monkeypatch.context() as patch:
     counter = _FlowCounter(patch)
-    preprocess_lib.preprocess(frame_folder, workdir, cfg)
+    pipeline.preprocess_stage(frame_folder, workdir, config)
   assert counter.calls == num_direct
 
 
 def test_preprocess_errors(tmp_path, frame_folder):
-  cfg = load_config('default').data
+  config = load_config('default')
+  cfg = config.data
   with pytest.raises(UserInputError, match='missing.mp4: no such file or folder'):
-    preprocess_lib.preprocess(tmp_path / 'missing.mp4', tmp_path / 'w', cfg)
+    pipeline.preprocess_stage(tmp_path / 'missing.mp4', tmp_path / 'w', config)
   cfg.flow_backend = 'raft'
   with pytest.raises(UserInputError, match='data.flow_backend=.raft.'):
-    preprocess_lib.preprocess(frame_folder, tmp_path / 'w', cfg)
+    pipeline.preprocess_stage(frame_folder, tmp_path / 'w', config)
   cfg.flow_backend = 'files'
   with pytest.raises(UserInputError, match='needs a flow folder'):
-    preprocess_lib.preprocess(frame_folder, tmp_path / 'w', cfg)
+    pipeline.preprocess_stage(frame_folder, tmp_path / 'w', config)
 
 
 def test_frames_in_memory_give_the_store_of_their_files(frame_folder, tmp_path):
   # The evaluation and the demo pass decoded frames straight to preprocess (no PNG round trip).
-  cfg = load_config('cpu_tiny').data
-  from_files = store_lib.load_store(preprocess_lib.preprocess(frame_folder, tmp_path / 'a', cfg))
+  config = load_config('cpu_tiny')
+  cfg = config.data
+  from_files = store_lib.load_store(pipeline.preprocess_stage(frame_folder, tmp_path / 'a', config))
   frames = np.stack([video_lib.read_image_rgb(p) for p in video_lib.list_frame_files(frame_folder)])
-  from_array = store_lib.load_store(preprocess_lib.preprocess(frames, tmp_path / 'b', cfg))
+  from_array = store_lib.load_store(pipeline.preprocess_stage(frames, tmp_path / 'b', config))
   for name in ('frames', 'frame_indices', 'pairs', 'flows', 'cycle', 'occluded', 'counts'):
     np.testing.assert_array_equal(getattr(from_array, name), getattr(from_files, name))
   assert from_array.meta['input_size'] == from_files.meta['input_size']

@@ -21,7 +21,7 @@ from omnimotion_jax.train import loop as train
 from omnimotion_jax.train import priors
 from omnimotion_jax.train import step as step_lib
 from omnimotion_jax.model import model as model_lib
-from omnimotion_jax.config import apply_override, load_config
+from omnimotion_jax.config import apply_override, legacy_train_fields, load_config
 from omnimotion_jax.errors import TrainingInterrupted, UserInputError
 
 
@@ -304,3 +304,20 @@ def test_rematerialised_chunks_give_the_same_losses_and_gradients(data):
     assert np.linalg.norm(b - a) <= 1e-4 * np.linalg.norm(a) + 1e-9
   with pytest.raises(ValueError, match='equal chunks'):
     grad(state.params, 3)
+
+
+def test_a_run_saved_in_the_0_1_config_layout_resumes_in_place(resume_runs, data, tmp_path):
+  # 0.1 kept config.train flat (and hashed it so in trained_on.txt): the same run, migrated, must
+  # be recognised and resumed, not set aside as another config.
+  config, workdir = resume_runs['config'].copy_and_resolve_references(), tmp_path / 'b'
+  shutil.copytree(resume_runs['workdir'], workdir)
+  saved = json.loads((workdir / workdir_lib.CONFIG).read_text())
+  flat = {k: v for k, v in saved['train'].items() if not isinstance(v, dict)}
+  for old, path in legacy_train_fields().items():
+    section, name = path.split('.')
+    flat[old] = saved['train'][section][name]
+  saved['train'] = flat
+  (workdir / workdir_lib.CONFIG).write_text(json.dumps(saved))
+  (workdir / workdir_lib.TRAINED_ON).write_text('store-key 0123456789ab')  # A 0.1 hash.
+  assert pipeline.set_aside_stale_checkpoints(workdir, 'store-key', config) is None
+  assert int(train.fit(config, workdir, data).step) == 24
