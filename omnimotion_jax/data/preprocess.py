@@ -145,20 +145,6 @@ def describe(arrays: dict, facts: dict, data_cfg, *, key: str, source: str,
   return meta, report
 
 
-def load_input(video, data_cfg, workdir: Path, *, flow_dir=None, features_dir=None):
-  """The checked input of a preprocessing run: (_Input, frames or None if not loaded yet).
-
-  video: a file or folder (see `preprocess_frames`' callers), or uint8 frames [T, H, W, 3].
-  """
-  c = data_cfg
-  if c.flow_backend not in flow_lib.BACKENDS:
-    raise UserInputError(f'data.flow_backend={c.flow_backend!r}: unknown backend; use one of '
-                         f'{flow_lib.BACKENDS}.')
-  return _resolve_input(video, c, Path(workdir), config_hash(c),
-                        flow_dir if flow_dir is not None else c.flow_dir,
-                        features_dir if features_dir is not None else c.features_dir)
-
-
 def read_frames(video, inp, data_cfg) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
   """(frames [N, H, W, 3], input indices [N], probe {num_frames, height, width, fps}, features)
   of a preprocessing input, selected and resized by config.data."""
@@ -192,8 +178,15 @@ class _Input:
   features_dir: Path | None
 
 
-def _resolve_input(video, c, workdir: Path, cfg_hash: str, flow_dir, features_dir) -> _Input:
-  """Checks the input and fingerprints it (frames by content, files by path, size and mtime)."""
+def load_input(video, c, workdir: Path, *, flow_dir=None, features_dir=None) -> _Input:
+  """Checks a preprocessing input and fingerprints it with config.data `c` (frames by content,
+  files by path, size and mtime). video: a file or folder, or uint8 frames [T, H, W, 3]."""
+  if c.flow_backend not in flow_lib.BACKENDS:
+    raise UserInputError(f'data.flow_backend={c.flow_backend!r}: unknown backend; use one of '
+                         f'{flow_lib.BACKENDS}.')
+  cfg_hash = config_hash(c)
+  flow_dir = flow_dir if flow_dir is not None else c.flow_dir
+  features_dir = features_dir if features_dir is not None else c.features_dir
   if isinstance(video, np.ndarray):
     if c.flow_backend == 'omnimotion_dir':
       raise UserInputError('data.flow_backend=omnimotion_dir reads a sequence folder, not frames.')
@@ -256,7 +249,7 @@ def compute_flows(backend: flow_lib.FlowBackend, pairs: np.ndarray, cache_dir: P
   with progress.bar(total=len(pairs), desc=f'flow ({backend.name})', unit='pair') as bar:
     for c, start in enumerate(range(0, len(pairs), chunk)):
       block = pairs[start:start + chunk]
-      path = cache_dir / f'flows_{c:05d}.npz'
+      path = cache_dir / f'flows_{c:05d}.npz' if use_cache else None
       if use_cache and _load_chunk(path, block, flows[start:start + len(block)]):
         num_cached += len(block)
         bar.update(len(block))
@@ -328,7 +321,7 @@ def _frame_stems(frames_path: Path, frame_indices: np.ndarray) -> list[str] | No
 def _fingerprint(paths, cfg_hash: str, exclude: Path) -> str:
   """Hash of the config and of every input file's path, size and mtime (cheap, no decoding)."""
   digest = hashlib.sha256(cfg_hash.encode())
-  exclude = exclude.resolve()
+  exclude = Path(exclude).resolve()
   for path in paths:
     if path is None:
       digest.update(b'<none>')

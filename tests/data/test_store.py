@@ -259,4 +259,11 @@ def test_frames_in_memory_give_the_store_of_their_files(frame_folder, tmp_path):
   for name in ('frames', 'frame_indices', 'pairs', 'flows', 'cycle', 'occluded', 'counts'):
     np.testing.assert_array_equal(getattr(from_array, name), getattr(from_files, name))
   assert from_array.meta['input_size'] == from_files.meta['input_size']
+  # The array stage alone (no run folder, no cache) computes the same arrays.
+  arrays, facts = preprocess_lib.preprocess_frames(
+      from_files.frames, from_files.frame_indices, cfg,
+      input_size=tuple(from_files.meta['input_size']))
+  for name in ('flows', 'cycle', 'occluded', 'counts', 'pair_counts'):
+    np.testing.assert_array_equal(arrays[name], getattr(from_files, name))
+  assert facts['flows_from_cache'] == 0
 
