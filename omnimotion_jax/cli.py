@@ -13,17 +13,14 @@ from omnimotion_jax import progress
 from omnimotion_jax.config import enable_compilation_cache
 from omnimotion_jax.errors import UserInputError
 
-def _add_saved_config_args(p: argparse.ArgumentParser) -> None:
-  p.add_argument('--config', default=None, help='config (default: the one saved in WORKDIR)')
+def _add_config_args(p: argparse.ArgumentParser, default: str | None = 'default') -> None:
+  """--config (default None: the config saved in WORKDIR) and repeatable --set overrides."""
+  p.add_argument('--config', default=default, help=(
+      'config (default: the one saved in WORKDIR)' if default is None else
+      f'config file (configs/*.py) or its name, e.g. cpu_tiny (default: {default})'))
+  example = 'track.occlusion_threshold=0.95' if default is None else 'train.num_steps=2000'
   p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
-                 help='override one config field (e.g. track.occlusion_threshold=0.95)')
-
-
-def _add_config_args(p: argparse.ArgumentParser, default: str = 'default') -> None:
-  p.add_argument('--config', default=default,
-                 help=f'config file (configs/*.py) or its name, e.g. cpu_tiny (default: {default})')
-  p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
-                 help='override one config field, e.g. --set train.num_steps=2000 (repeatable)')
+                 help=f'override one config field, e.g. --set {example} (repeatable)')
 
 
 # --- sub-commands ------------------------------------------------------------------------------
@@ -57,14 +54,9 @@ def cmd_synth(args) -> None:
     print(f'preview: {result["preview"]}')
 
 
-def _load(args):
-  from omnimotion_jax.config import load_config
-  enable_compilation_cache()
-  return load_config(args.config, args.overrides)
-
-
 def _saved_or_given_config(args):
-  """For stages after training: the config saved in the workdir unless --config is given."""
+  """--config with its --set overrides; without --config (a default only for stages after
+  training) the config saved in WORKDIR."""
   from omnimotion_jax import workdir
   from omnimotion_jax.config import apply_override, load_config, merge_over_default, validate
   enable_compilation_cache()
@@ -82,12 +74,12 @@ def _saved_or_given_config(args):
 
 def cmd_preprocess(args) -> None:
   from omnimotion_jax import pipeline
-  pipeline.preprocess_stage(args.video, Path(args.workdir), _load(args))
+  pipeline.preprocess_stage(args.video, Path(args.workdir), _saved_or_given_config(args))
 
 
 def cmd_train(args) -> None:
   from omnimotion_jax import pipeline
-  state = pipeline.train_stage(_load(args), Path(args.workdir))
+  state = pipeline.train_stage(_saved_or_given_config(args), Path(args.workdir))
   print(f'trained to step {int(state.step)} ({int(state.num_skipped)} non-finite steps skipped); '
         f'checkpoints in {Path(args.workdir)}')
 
@@ -109,8 +101,8 @@ def cmd_depth(args) -> None:
 
 def cmd_run(args) -> None:
   from omnimotion_jax import pipeline
-  outputs = pipeline.run(args.video, Path(args.workdir), _load(args), grid=args.grid,
-                         frame=args.frame)
+  outputs = pipeline.run(args.video, Path(args.workdir), _saved_or_given_config(args),
+                         grid=args.grid, frame=args.frame)
   for name, path in outputs.items():
     print(f'{name}: {path}')
 
@@ -123,7 +115,7 @@ def cmd_viz(args) -> None:
 
 def cmd_demo(args) -> None:
   from omnimotion_jax import demo
-  result = demo.run_demo(args.workdir, _load(args))
+  result = demo.run_demo(args.workdir, _saved_or_given_config(args))
   print(result['table'])
   print(f'input video: {result["input"]}')
   print(f'tracks:      {result["tracks"]}')
@@ -135,7 +127,7 @@ def cmd_eval(args) -> None:
   from omnimotion_jax.evaluation import suite as evaluator
   label = ' '.join([args.config] + [f'--set {item}' for item in args.overrides])
   summary = evaluator.run_evaluation(
-      args.dataset, args.query_mode, _load(args), args.manual_dir, args.out,
+      args.dataset, args.query_mode, _saved_or_given_config(args), args.manual_dir, args.out,
       data_dir=args.data_dir, videos=args.videos, shard=args.shard, baseline=args.baseline,
       resolution=args.resolution, config_label=label, workers=args.workers)
   print(f'summary: {summary["summary_path"]}')
@@ -192,14 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
   q.add_argument('--grid', type=int, help='track a grid every GRID px of --frame')
   p.add_argument('--frame', type=int, default=0, help='query frame of the grid (default 0)')
   p.add_argument('--out', help='output .npz (default WORKDIR/tracks.npz)')
-  _add_saved_config_args(p)
+  _add_config_args(p, default=None)
   p.set_defaults(func=cmd_track)
 
   p = sub.add_parser('depth', help='pseudo-depth maps of every frame with a trained model',
                      description='Writes WORKDIR/depth.npy: float32 [N,H,W], the expected local '
                                  'depth sum_k w_k z_k of every pixel (model resolution).')
   p.add_argument('--workdir', required=True, help='trained run folder')
-  _add_saved_config_args(p)
+  _add_config_args(p, default=None)
   p.set_defaults(func=cmd_depth)
 
   p = sub.add_parser('run', help='preprocess + train + track a grid + pseudo-depth, in one go')
@@ -270,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   quiet = args.quiet or getattr(args, 'no_progress', False)
   logging.basicConfig(format='%(message)s')
+  level = progress.LOGGER.level  # Restored on return: main() may run inside another program.
   progress.LOGGER.setLevel(logging.WARNING if quiet else logging.INFO)
   try:
     args.func(args)
@@ -280,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     detail = f': {e}' if str(e) else ''
     print(f'omnimotion-jax {args.command}: interrupted{detail}', file=sys.stderr)
     return 130
+  finally:
+    progress.LOGGER.setLevel(level)
   return 0
 
 

@@ -57,11 +57,13 @@ FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 MASK_PASS = 0.5
 
 
-# ------------------------------------------------------------------------------------------------
-# Helpers.
+# --- helpers ----------------------------------------------------------------------------------
 
-def _split_queries(queries, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-  """(t, y, x) queries [Q, 3] -> int64 [Q] frame (rounded), float64 [Q, 2] (x, y) px.
+def _start_tracks(queries, num_frames: int):
+  """(t, y, x) queries [Q, 3] -> (frames, xy, tracks, occluded), the start of a tracker's output.
+
+  frames: int64 [Q] (rounded); xy: float64 [Q, 2] (x, y) px; tracks: float64 [Q, T, 2], each
+  query at its frame and 0 elsewhere; occluded: bool [Q, T], all False.
 
   Raises:
     ValueError: queries are not [Q, 3], or a frame lies outside [0, T).
@@ -72,7 +74,10 @@ def _split_queries(queries, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
   t = np.round(queries[:, 0]).astype(np.int64)
   if t.size and (t.min() < 0 or t.max() >= num_frames):
     raise ValueError(f'query frames must lie in [0, {num_frames}); got {t.min()}..{t.max()}.')
-  return t, queries[:, [2, 1]]
+  xy = queries[:, [2, 1]]
+  tracks = np.zeros((len(t), num_frames, 2), np.float64)
+  tracks[np.arange(len(t)), t] = xy
+  return t, xy, tracks, np.zeros((len(t), num_frames), bool)
 
 
 def _clip(xy: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -85,8 +90,7 @@ def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
   return filtering.bilinear_sample(image, xy[:, 0], xy[:, 1])
 
 
-# ------------------------------------------------------------------------------------------------
-# Chained adjacent flow.
+# --- chained adjacent flow --------------------------------------------------------------------
 
 def _adjacent_row(seq: SequenceData, i: int, j: int) -> int:
   row = int(np.asarray(seq.pair_index)[i, j])
@@ -135,10 +139,7 @@ def chained_flow_tracks(seq: SequenceData, queries: np.ndarray, *,
   """
   num_frames = seq.num_frames
   height, width = seq.size
-  query_t, query_xy = _split_queries(queries, num_frames)
-  tracks = np.zeros((len(query_t), num_frames, 2), np.float64)
-  occluded = np.zeros((len(query_t), num_frames), bool)
-  tracks[np.arange(len(query_t)), query_t] = query_xy
+  query_t, query_xy, tracks, occluded = _start_tracks(queries, num_frames)
   for step in (1, -1):
     frames = range(num_frames - 1) if step > 0 else range(num_frames - 1, 0, -1)
     xy = query_xy.copy()
@@ -186,8 +187,7 @@ def adjacent_store(frames: np.ndarray, flow_fn: FlowFn, *, cycle_threshold: floa
       meta_json='{}')
 
 
-# ------------------------------------------------------------------------------------------------
-# Direct pairwise flow.
+# --- direct pairwise flow ---------------------------------------------------------------------
 
 def dis_flow_fn(preset: str = 'medium') -> FlowFn:
   """A FlowFn computing OpenCV DIS flow on greyscale frames (flow.pair_flow_fn('dis', preset))."""
@@ -223,9 +223,7 @@ def direct_flow_tracks(frames: np.ndarray, queries: np.ndarray, flow_fn: FlowFn,
   """
   frames = np.asarray(frames)
   num_frames, height, width = frames.shape[:3]
-  query_t, query_xy = _split_queries(queries, num_frames)
-  tracks = np.zeros((len(query_t), num_frames, 2), np.float64)
-  occluded = np.zeros((len(query_t), num_frames), bool)
+  query_t, query_xy, tracks, occluded = _start_tracks(queries, num_frames)
   query_frames = set(np.unique(query_t).tolist())
   cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -242,7 +240,6 @@ def direct_flow_tracks(frames: np.ndarray, queries: np.ndarray, flow_fn: FlowFn,
   for q in progress.bar(sorted(query_frames), desc='direct flow', unit='query frame'):
     members = np.nonzero(query_t == q)[0]
     xy = query_xy[members]
-    tracks[members, q] = xy
     for j in range(num_frames):
       if j == q:
         continue

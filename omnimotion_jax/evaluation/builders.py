@@ -54,7 +54,7 @@ Commands (manual files: see `MANUAL_DOWNLOAD_INSTRUCTIONS` of each builder):
   for example in load_tapvid('tapvid_davis', '/data/tfds', manual_dir='/data/tapvid'):
     ...
 
-Tests: .venv/bin/python -m pytest tests/test_tapvid_builders.py
+Tests: .venv/bin/python -m pytest tests/evaluation/test_builders.py
 """
 
 import dataclasses
@@ -72,9 +72,6 @@ from omnimotion_jax.evaluation.tapvid_files import (DAVIS_FILE, DAVIS_URL, KINET
                                                     NUM_CHANNELS, RGB_STACKING_FILE,
                                                     RGB_STACKING_URL, RawVideo, as_str,
                                                     find_kinetics_shards, to_example)
-
-# ---------------------------------------------------------------------------------------------
-# Constants.
 
 SPLIT = 'test'
 # TapNet's evaluation raster (height, width).
@@ -100,9 +97,7 @@ CITATION = r"""@inproceedings{doersch2022tapvid,
 }"""
 
 
-# ---------------------------------------------------------------------------------------------
-# Features and configs.
-
+# --- features and configs ---------------------------------------------------------------------
 
 class StackedFrame(tfds.features.Image):
   """An encoded image feature whose Sequence decodes (numpy) to one stacked [T, H, W, C] array.
@@ -162,9 +157,7 @@ def _features(resolution: tuple[int, int] | None) -> tfds.features.FeaturesDict:
   })
 
 
-# ---------------------------------------------------------------------------------------------
-# Builders.
-
+# --- builders ---------------------------------------------------------------------------------
 
 class _TapVidBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Shared parts: array_record by default, configs, features, one 'test' split."""
@@ -217,7 +210,6 @@ def _manual_instructions(steps: str) -> str:
           f'see tapnet/tapvid/README.md). {steps} Then prepare with '
           'download_and_prepare(download_config=tfds.download.DownloadConfig('
           'manual_dir=<that folder>)).')
-
 
 
 class TapvidDavis(_TapVidBuilder):
@@ -288,9 +280,7 @@ BUILDERS = {
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# Convenience loader.
-
+# --- convenience loader -----------------------------------------------------------------------
 
 def _example_to_numpy(example: Mapping) -> dict:
   return {
@@ -323,6 +313,16 @@ def load_tapvid(name: str, data_dir: str | os.PathLike, manual_dir: str | os.Pat
   Raises:
     UserInputError: unknown name, config or video, or bad / missing manual files.
   """
+  builder = prepared_builder(name, data_dir, manual_dir, resolution)
+  source = builder.as_data_source(split=SPLIT)
+  indices = range(len(source)) if videos is None else _video_indices(builder, source, videos)
+  for index in indices:
+    yield _example_to_numpy(source[index])
+
+
+def prepared_builder(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None,
+                     resolution: str) -> tfds.core.GeneratorBasedBuilder:
+  """The builder of set `name` at config `resolution`, prepared first if needed (`load_tapvid`)."""
   if name not in BUILDERS:
     raise UserInputError(f'unknown TAP-Vid set {name!r}; choose one of {sorted(BUILDERS)}')
   builder_cls = BUILDERS[name]
@@ -334,13 +334,13 @@ def load_tapvid(name: str, data_dir: str | os.PathLike, manual_dir: str | os.Pat
     download_config = tfds.download.DownloadConfig(
         manual_dir=None if manual_dir is None else os.fspath(manual_dir))
     builder.download_and_prepare(download_config=download_config)
-  source = builder.as_data_source(split=SPLIT)
-  if videos is None:
-    indices = range(len(source))
-  else:
-    indices = _video_indices(builder, source, videos)
-  for index in indices:
-    yield _example_to_numpy(source[index])
+  return builder
+
+
+def video_ids(builder) -> list[str]:
+  """The video ids of a prepared builder's split, in order (the frames are not decoded)."""
+  source = builder.as_data_source(split=SPLIT, decoders={'video': KeepEncodedFrames()})
+  return [as_str(source[index]['video_id']) for index in range(len(source))]
 
 
 class KeepEncodedFrames(tfds.decode.Decoder):
@@ -368,12 +368,8 @@ def _video_indices(builder, source, videos: Sequence[str | int]) -> list[int]:
         raise UserInputError(f'{builder.name} has videos 0..{len(source) - 1}, not {video}')
       indices.append(int(video))
       continue
-    if ids is None:
-      # Reads only the ids: the frames stay encoded.
-      skip = builder.as_data_source(split=SPLIT, decoders={'video': KeepEncodedFrames()})
-      ids = {}
-      for index in range(len(skip)):
-        ids.setdefault(as_str(skip[index]['video_id']), index)
+    if ids is None:  # {id: position}; the first of repeated ids wins.
+      ids = {video_id: index for index, video_id in reversed(list(enumerate(video_ids(builder))))}
     if str(video) not in ids:
       raise UserInputError(f'{builder.name} has no video {video!r}; it has {sorted(ids)}')
     indices.append(ids[str(video)])

@@ -53,27 +53,19 @@ from omnimotion_jax.tapvid import queries
 
 logger = logging.getLogger(__name__)
 
-# ---------------------------------------------------------------------------------------------
-# Constants.
-
 QUERY_MODES = ('strided', 'first')
 BASELINES = ('chained', 'direct')
 DEFAULT_RESOLUTION = builders.DEFAULT_CONFIG  # '256x256': the TAP-Vid protocol.
 # TFDS's own default when neither --data_dir nor $TFDS_DATA_DIR is given.
 DEFAULT_DATA_DIR = Path.home() / 'tensorflow_datasets'
 
-# Run folder per hash of the sections that make the model (data, model, train, seed): a new
-# training config never resumes a stale model, while a new `track` config (occlusion thresholds)
-# re-tracks and re-scores the trained model instead of training it again.
-RUN_DIR_PREFIX = 'run_'
+RUN_DIR_PREFIX = 'run_'  # + model_hash: a new `track` config re-tracks the trained model.
 TRACK_ONLY_SECTIONS = ('track',)
 # Characters kept in a video's folder name; anything else becomes '_'.
 UNSAFE_NAME_CHARS = re.compile(r'[^A-Za-z0-9._-]')
 
 
-# ---------------------------------------------------------------------------------------------
-# Argument parsing.
-
+# --- argument parsing -------------------------------------------------------------------------
 
 def parse_shard(shard: str | Sequence[int] | None) -> tuple[int, int] | None:
   """'i/n' (or (i, n)) -> (i, n) with 0 <= i < n; None stays None."""
@@ -93,12 +85,6 @@ def parse_shard(shard: str | Sequence[int] | None) -> tuple[int, int] | None:
   return index, count
 
 
-def default_shard() -> tuple[int, int]:
-  """(jax.process_index(), jax.process_count()): one shard per process of a multi-host job."""
-  import jax  # Lazily: initialises the backend.
-  return jax.process_index(), jax.process_count()
-
-
 def parse_videos(videos: str | Sequence[str | int] | None) -> list[str] | None:
   """'a,b' or a list -> a list of ids/positions (as str); None -> None (all videos)."""
   if videos is None:
@@ -113,8 +99,7 @@ def parse_videos(videos: str | Sequence[str | int] | None) -> list[str] | None:
 
 def safe_name(video_id: str) -> str:
   """A folder name for a video id (TAP-Vid ids are plain, but Kinetics ids may hold anything)."""
-  name = UNSAFE_NAME_CHARS.sub('_', video_id).strip('.')
-  return name or '_'
+  return UNSAFE_NAME_CHARS.sub('_', video_id).strip('.') or '_'
 
 
 def folder_names(all_ids: list[str]) -> list[str]:
@@ -124,30 +109,11 @@ def folder_names(all_ids: list[str]) -> list[str]:
   return [f'{name}_{index}' if name in clashes else name for index, name in enumerate(names)]
 
 
-# ---------------------------------------------------------------------------------------------
-# Dataset access.
-
-
-def _data_dir(data_dir) -> Path:
-  if data_dir is not None:
-    return Path(data_dir)
-  return Path(os.environ.get('TFDS_DATA_DIR', DEFAULT_DATA_DIR))
-
+# --- dataset access ---------------------------------------------------------------------------
 
 def list_videos(dataset: str, data_dir: Path, manual_dir, resolution: str) -> list[str]:
   """The ids of the set's videos in split order, preparing the set first if needed."""
-  # An empty selection validates the name and config and prepares the set, decoding nothing.
-  for _ in builders.load_tapvid(dataset, data_dir, manual_dir, resolution, videos=[]):
-    pass
-  builder = builders.BUILDERS[dataset](data_dir=os.fspath(data_dir), config=resolution)
-  # Ids only: the frames stay encoded.
-  source = builder.as_data_source(split=builders.SPLIT,
-                                  decoders={'video': builders.KeepEncodedFrames()})
-  ids = []
-  for index in range(len(source)):
-    video_id = source[index]['video_id']
-    ids.append(video_id.decode() if isinstance(video_id, bytes) else str(video_id))
-  return ids
+  return builders.video_ids(builders.prepared_builder(dataset, data_dir, manual_dir, resolution))
 
 
 def select_videos(all_ids: list[str], wanted: list[str] | None, dataset: str) -> list[int]:
@@ -172,16 +138,13 @@ def select_videos(all_ids: list[str], wanted: list[str] | None, dataset: str) ->
 
 def sample_queries(example: dict, query_mode: str) -> dict:
   """TapNet's query sampling for one example -> query_points [Q,3], target_points, occluded."""
-  if query_mode == 'strided':
-    sampled = queries.sample_queries_strided(example['occluded'], example['target_points'])
-  else:
-    sampled = queries.sample_queries_first(example['occluded'], example['target_points'])
+  sampler = (queries.sample_queries_strided if query_mode == 'strided'
+             else queries.sample_queries_first)
+  sampled = sampler(example['occluded'], example['target_points'])
   return {key: value[0] for key, value in sampled.items()}
 
 
-# ---------------------------------------------------------------------------------------------
-# One video.
-
+# --- one video --------------------------------------------------------------------------------
 
 def model_hash(config: ml_collections.ConfigDict) -> str:
   """Hash of the config without the sections that only affect tracking (TRACK_ONLY_SECTIONS)."""
@@ -254,15 +217,12 @@ def evaluate_video(example: dict, video_dir: Path, config: ml_collections.Config
     metrics = {**previous.get('metrics', {}), **metrics}
     wall = {**previous.get('wall_s', {}), **wall}
     result['trackers'] = list(metrics)
-  result.update(metrics=metrics, wall_s=wall,
-                workdir=str(workdir.relative_to(video_dir)))
+  result.update(metrics=metrics, wall_s=wall, workdir=str(workdir.relative_to(video_dir)))
   workdir_lib.write_json(video_dir / RESULT_FILE, result)
   return result
 
 
-# ---------------------------------------------------------------------------------------------
-# Entry point.
-
+# --- entry point ------------------------------------------------------------------------------
 
 def _video_job(dataset: str, data_dir: Path, manual_dir, resolution: str, index: int,
                video_dir: Path, config: ml_collections.ConfigDict, query_mode: str,
@@ -334,15 +294,17 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
   config_label = config_label or chash
   trackers = TRACKERS if baseline is None else (baseline,)
   out = Path(out)
-  data_dir = _data_dir(data_dir)
+  data_dir = Path(os.environ.get('TFDS_DATA_DIR', DEFAULT_DATA_DIR) if data_dir is None
+                  else data_dir)
 
   # With several processes, prepare the set once beforehand (see the README): TFDS preparation
   # is not safe to run concurrently into one data_dir.
   all_ids = list_videos(dataset, data_dir, manual_dir, resolution)
   folders = folder_names(all_ids)
   selected = select_videos(all_ids, wanted, dataset)
-  if shard is None:
-    shard = default_shard()
+  if shard is None:  # One shard per process of a multi-host job.
+    import jax  # Lazily: initialises the backend.
+    shard = jax.process_index(), jax.process_count()
   mine = selected[shard[0]::shard[1]]
   key = {'dataset': dataset, 'resolution': resolution, 'query_mode': query_mode,
          'config_hash': chash}

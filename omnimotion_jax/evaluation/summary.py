@@ -37,7 +37,8 @@ TRACKER_LABELS = {
 # The OmniMotion paper's Table 1 (Wang et al., ICCV 2023): every method run by the paper's
 # authors at 256x256 (Kinetics: a random 100-video subset), query mode strided. Values are
 # AJ, <delta^x_avg, OA (x100) and TC (px), in COLUMNS order.
-_TABLE_1 = (  # (method, Kinetics, DAVIS, RGB-Stacking)
+_TABLE_1_SETS = ('tapvid_kinetics', 'tapvid_davis', 'tapvid_rgb_stacking')
+_TABLE_1 = (  # (method, Kinetics, DAVIS, RGB-Stacking), as _TABLE_1_SETS
     ('RAFT-C (chained RAFT, cycle-check occlusion)',
      (31.7, 51.7, 84.3, 0.82), (30.7, 46.6, 80.2, 0.93), (42.0, 56.4, 91.5, 0.18)),
     ('RAFT-D (direct RAFT)',
@@ -54,18 +55,11 @@ _TABLE_1 = (  # (method, Kinetics, DAVIS, RGB-Stacking)
      (55.1, 69.6, 89.6, 0.76), (51.7, 67.5, 85.3, 0.74), (77.5, 87.0, 93.5, 0.13)),
 )
 
-
-def _table_1_rows(column: int) -> tuple:
-  return tuple((method, dict(zip((name for name, _, _ in COLUMNS), rows[column])))
-               for method, *rows in _TABLE_1)
-
-
-PUBLISHED = {
-    'tapvid_kinetics': _table_1_rows(0),
-    'tapvid_davis': _table_1_rows(1),
-    'tapvid_rgb_stacking': _table_1_rows(2),
-    'tapvid_synthetic': (),  # This project's own suite: nothing published.
-}
+# {dataset: ((method, {metric key: value}), ...)}.
+PUBLISHED = {dataset: tuple((method, dict(zip((name for name, _, _ in COLUMNS), rows[column])))
+                            for method, *rows in _TABLE_1)
+             for column, dataset in enumerate(_TABLE_1_SETS)}
+PUBLISHED['tapvid_synthetic'] = ()  # This project's own suite: nothing published.
 PUBLISHED_NOTE = (
     'Published rows: Table 1 of the OmniMotion paper (Wang et al., "Tracking Everything Everywhere '
     'All at Once", ICCV 2023), every method run by its authors at 256x256 with strided queries.')

@@ -39,9 +39,7 @@ RGB_STACKING_URL = 'https://storage.googleapis.com/dm-tapnet/tapvid_rgb_stacking
 KINETICS_URL = 'https://storage.googleapis.com/dm-tapnet/tapvid_kinetics.zip'
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading and checking the TAP-Vid pickles.
-
+# --- reading and checking the TAP-Vid pickles -------------------------------------------------
 
 @dataclasses.dataclass
 class RawVideo:
@@ -97,15 +95,6 @@ def find_manual_file(manual_dir: Path, filename: str, instructions: str) -> Path
       f'there (or pass the folder holding it as manual_dir). {instructions}')
 
 
-def _as_bool(value: Any, where: str, fix: str) -> np.ndarray:
-  array = np.asarray(value)
-  if array.dtype == np.bool_:
-    return array
-  if np.issubdtype(array.dtype, np.integer) and np.isin(array, (0, 1)).all():
-    return array.astype(bool)
-  raise UserInputError(f"{where}: 'occluded' has dtype {array.dtype}, expected bool; {fix}")
-
-
 def _check_tracks(entry: Mapping, num_frames: int, where: str,
                   fix: str) -> tuple[np.ndarray, np.ndarray]:
   """Checked ('points' float64 [n, T, 2], 'occluded' bool [n, T]) of one pickle entry."""
@@ -116,7 +105,11 @@ def _check_tracks(entry: Mapping, num_frames: int, where: str,
   if points.ndim != 3 or points.shape[2] != 2 or points.shape[1] != num_frames:
     raise UserInputError(f"{where}: 'points' has shape {points.shape}, expected [n, {num_frames}"
                          f', 2] (tracks, frames, xy) for a video of {num_frames} frames; {fix}')
-  occluded = _as_bool(entry['occluded'], where, fix)
+  occluded = np.asarray(entry['occluded'])
+  if occluded.dtype != np.bool_:  # 0 / 1 integers are accepted as bool.
+    if not (np.issubdtype(occluded.dtype, np.integer) and np.isin(occluded, (0, 1)).all()):
+      raise UserInputError(f"{where}: 'occluded' has dtype {occluded.dtype}, expected bool; {fix}")
+    occluded = occluded.astype(bool)
   if occluded.shape != points.shape[:2]:
     raise UserInputError(f"{where}: 'occluded' has shape {occluded.shape}, expected "
                          f"{points.shape[:2]} to match 'points'; {fix}")
@@ -128,8 +121,7 @@ def _check_entry(entry: Any, where: str, fix: str) -> Mapping:
   if not isinstance(entry, Mapping):
     raise UserInputError(f'{where} is a {type(entry).__name__}, expected a dict with keys '
                          f'{list(REQUIRED_KEYS)}; {fix}')
-  missing = [key for key in REQUIRED_KEYS if key not in entry]
-  if missing:
+  if missing := [key for key in REQUIRED_KEYS if key not in entry]:
     raise UserInputError(f'{where} lacks keys {missing} (has {sorted(map(str, entry))}); {fix}')
   return entry
 
@@ -191,7 +183,6 @@ def _decode_jpeg_frames(frames: Any, where: str, fix: str) -> tuple[np.ndarray, 
   return np.stack(decoded), ([bytes(f) for f in encoded] if keep_encoded else None)
 
 
-
 def find_kinetics_shards(manual_dir: Path, instructions: str = '') -> list[Path]:
   """All generate_tapvid.py shards in `manual_dir` (or its tapvid_kinetics/), in shard order.
 
@@ -219,9 +210,7 @@ def find_kinetics_shards(manual_dir: Path, instructions: str = '') -> list[Path]
   return [shard for _, shard in sorted(zip(numbers, shards))]
 
 
-# ---------------------------------------------------------------------------------------------
-# The three TAP-Vid layouts.
-
+# --- the three TAP-Vid layouts ----------------------------------------------------------------
 
 def read_davis(path: Path) -> list[RawVideo]:
   """The videos of tapvid_davis.pkl (a dict video name -> entry), every one checked."""
@@ -270,9 +259,7 @@ def as_str(value: Any) -> str:
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# ---------------------------------------------------------------------------------------------
-# Stored examples.
-
+# --- stored examples --------------------------------------------------------------------------
 
 def _encode_png(frame: np.ndarray) -> bytes:
   ok, buffer = cv2.imencode('.png', cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
@@ -288,14 +275,13 @@ def to_example(raw: RawVideo, resolution: tuple[int, int] | None) -> dict:
   uint8) and points become normalised * (width, height): raster px, no half-pixel offset.
   """
   height, width = raw.video.shape[1:3]
+  encoded = raw.encoded_frames if resolution is None else None
   if resolution is None or tuple(resolution) == (height, width):
     video, size = raw.video, (width, height)
-    encoded = raw.encoded_frames if resolution is None else None
   else:
     # Imported here: mediapy pulls in matplotlib (~0.5 s), needed only while preparing.
     import mediapy  # pylint: disable=import-outside-toplevel
     video, size = mediapy.resize_video(raw.video, tuple(resolution)), resolution[::-1]
-    encoded = None
   if encoded is None:
     encoded = [_encode_png(frame) for frame in video]
   target_points = (raw.points * np.asarray(size, np.float64)).astype(np.float32)

@@ -155,9 +155,8 @@ def draw_tracks(frames: np.ndarray, tracks: np.ndarray, occluded: np.ndarray,
   frames, tracks, occluded = _check_tracks(frames, tracks, occluded)
   _, height, width, _ = frames.shape
   radius = default_radius(height, width) if radius is None else radius
-  if colors is None:
-    colors = position_colors(query_points, height, width)
-  colors = [_as_color(c) for c in np.asarray(colors)]
+  colors = [_as_color(c) for c in np.asarray(
+      position_colors(query_points, height, width) if colors is None else colors)]
   out = frames.astype(np.uint8, copy=True)
   for t, frame in enumerate(out):
     for q in range(len(tracks)):
@@ -260,8 +259,8 @@ def draw_trails(frames: np.ndarray, tracks: np.ndarray, occluded: np.ndarray, *,
   background = (np.zeros(len(tracks), bool) if foreground is None
                 else ~drawn if background is None else np.asarray(background, bool))
   points = np.flatnonzero(drawn)
-  colors = [_as_color(c) for c in np.asarray(index_colors(len(points)) if colors is None
-                                             else colors)]
+  colors = [_as_color(c) for c in np.asarray(
+      index_colors(len(points)) if colors is None else colors)]
   visible = ~occluded
   out = np.empty_like(frames)
   for i in range(num_frames):

@@ -136,10 +136,11 @@ def _fmt_seconds(seconds) -> str:
   return f'{seconds:.1f} s ({datetime.timedelta(seconds=round(seconds))})'
 
 
-def _kv_table(title: str, items, seconds) -> str:
-  """<h3>title</h3> and a table of (key, value); values whose key passes `seconds` as times."""
+def _kv_table(title: str, items, time_suffix: str) -> str:
+  """<h3>title</h3> and a (key, value) table; keys ending with `time_suffix` ('' = all): times."""
   body = ''.join(f'<tr><th>{_e(k)}</th><td class="num">'
-                 f'{_e(_fmt_seconds(v) if seconds(k) else _fmt(v))}</td></tr>' for k, v in items)
+                 f'{_e(_fmt_seconds(v) if k.endswith(time_suffix) else _fmt(v))}</td></tr>'
+                 for k, v in items)
   return f'<h3>{title}</h3><table>{body}</table>'
 
 
@@ -181,9 +182,8 @@ def _metrics_table(evaluation: dict) -> str:
                     for v in values)
     body += f'<tr><th>{_e(name)}</th>{cells}</tr>'
   return (f'<table><tr><th>tracker</th>{header}</tr>{body}</table>'
-          '<p class="sub">AJ, &lt;&delta;<sup>x</sup><sub>avg</sub> and OA in % '
-          '(higher is better); '
-          'TC in px (lower is better). Per-video lists are averaged.</p>')
+          '<p class="sub">AJ, &lt;&delta;<sup>x</sup><sub>avg</sub> and OA in % (higher is '
+          'better); TC in px (lower is better). Per-video lists are averaged.</p>')
 
 
 def _file_size(path: Path) -> str:
@@ -218,18 +218,14 @@ def _timings_section(workdir: Path) -> str:
   timings = workdir_lib.read_json(workdir / workdir_lib.TIMINGS)
   if isinstance(timings, dict) and timings:
     total = sum(v for v in timings.values() if _is_number(v))
-    parts = [_kv_table('Wall time per stage', [*timings.items(), ('total', total)],
-                       lambda k: True)]
+    parts = [_kv_table('Wall time per stage', [*timings.items(), ('total', total)], '')]
   else:
     parts = [_missing(f'{workdir_lib.TIMINGS} (wall time per stage)', _RUN, workdir)]
-  train = workdir_lib.read_json(workdir / workdir_lib.TRAIN_SUMMARY)
-  if isinstance(train, dict):
-    parts.append(_kv_table('Training', flatten_dict(train).items(),
-                           lambda k: k.endswith('wall_s')))
-  preprocess = workdir_lib.read_json(workdir / workdir_lib.PREPROCESS)
-  if isinstance(preprocess, dict):
-    parts.append(_kv_table('Preprocessing', flatten_dict(preprocess).items(),
-                           lambda k: k.endswith('_s')))
+  for title, name, time_suffix in (('Training', workdir_lib.TRAIN_SUMMARY, 'wall_s'),
+                                   ('Preprocessing', workdir_lib.PREPROCESS, '_s')):
+    facts = workdir_lib.read_json(workdir / name)
+    if isinstance(facts, dict):
+      parts.append(_kv_table(title, flatten_dict(facts).items(), time_suffix))
   return ''.join(parts)
 
 

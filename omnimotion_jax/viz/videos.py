@@ -1,11 +1,7 @@
 """The videos of a workdir (report/*.mp4 plus a poster PNG each), and foreground masks.
 
 Videos are drawn at the model's resolution, on the frames of the store; tracks files hold input
-video px and are converted (workdir.py). Inputs, each optional: the store (frames,
-frame_indices), tracks.npz (or only tracks_eval.npz), tracks_eval.npz, depth.npy, gt.npz
-(target_points, occluded), and masks/ (per-frame foreground images) or mask.png (RGBA of the
-query frame). `write_video` pads odd frame sizes to even (one black row / column) so H.264 uses
-yuv420p, the only chroma format every browser plays.
+video px and are converted (workdir.py). `render_outputs` lists the inputs, each optional.
 """
 
 import logging
@@ -222,7 +218,8 @@ def render_outputs(workdir: str | os.PathLike, *, fps: float = DEFAULT_FPS,
                    grid_step: float | None = None) -> dict[str, Path]:
   """Writes the videos of a workdir under workdir/report/, for the inputs that exist.
 
-  Produces (each with a poster PNG report/<name>.png, the middle frame):
+  Produces (each with a poster PNG report/<name>.png, the middle frame; tracks = tracks.npz, else
+  tracks_eval.npz):
     tracks.mp4        (store + tracks) `draw_tracks`;
     trails.mp4        (store + tracks) `draw_trails`, foreground from masks/ or mask.png when
                       present (camera motion taken out), else all points;

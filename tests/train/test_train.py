@@ -321,3 +321,22 @@ def test_a_run_saved_in_the_0_1_config_layout_resumes_in_place(resume_runs, data
   (workdir / workdir_lib.TRAINED_ON).write_text('store-key 0123456789ab')  # A 0.1 hash.
   assert pipeline.set_aside_stale_checkpoints(workdir, 'store-key', config) is None
   assert int(train.fit(config, workdir, data).step) == 24
+
+
+def test_the_compiled_steps_make_no_implicit_host_device_transfer(data):
+  # Inside the loop everything stays on the device: state, data and key are device arrays and
+  # the step is compiled once; an accidental numpy constant or host callback would be a copy per
+  # step (slow on an accelerator).
+  config = _config(steps_per_dispatch=4)
+  tc = config.train
+  video = render.VideoShape(*data.frames.shape[:3])
+  model, tx, multi, single = step_lib.compiled_train_steps(
+      model_lib.model_config(config.model), video, *step_lib.train_configs(tc),
+      tc.hard_mining.start, tc.steps_per_dispatch, tc.remat_chunks)
+  state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), video)
+  d, key = jax.device_put(data), jax.random.PRNGKey(1)
+  with jax.transfer_guard('disallow'):
+    for fn in (single, multi):
+      state, metrics = fn(state, d, key)
+    jax.block_until_ready(metrics)
+  assert int(jax.device_get(state.step)) == 5
