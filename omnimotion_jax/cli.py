@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from omnimotion_jax import progress
-from omnimotion_jax.config import enable_compilation_cache
+from omnimotion_jax.config import apply_override, config_hash, enable_compilation_cache
+from omnimotion_jax.config import load_config, merge_over_default, validate
 from omnimotion_jax.errors import UserInputError
 
 def _add_config_args(p: argparse.ArgumentParser, default: str | None = 'default') -> None:
@@ -29,7 +30,6 @@ def cmd_config(args) -> None:
   """Prints the resolved config and the model's parameter counts."""
   import jax
   from omnimotion_jax.model import model as model_lib
-  from omnimotion_jax.config import config_hash, load_config
 
   config = load_config(args.config, args.overrides)
   print(config)
@@ -58,7 +58,6 @@ def _saved_or_given_config(args):
   """--config with its --set overrides; without --config (a default only for stages after
   training) the config saved in WORKDIR."""
   from omnimotion_jax import workdir
-  from omnimotion_jax.config import apply_override, load_config, merge_over_default, validate
   enable_compilation_cache()
   if args.config is not None:
     return load_config(args.config, args.overrides)

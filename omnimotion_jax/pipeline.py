@@ -42,20 +42,11 @@ def preprocess_stage(video: str | os.PathLike | np.ndarray, workdir: Path,
                      keep_cache: bool = False) -> Path:
   """Preprocesses a video into workdir/sequence.npz and preprocess.json (data/preprocess.py).
 
-  Args:
-    video: a video file or folder of frames; with data.flow_backend == 'omnimotion_dir', a
-      sequence folder in the reference layout (color/, raft_exhaustive/, raft_masks/); or the
-      frames themselves, uint8 [T, H, W, 3] (selected and resized as a file's would be).
-    workdir: the run folder (created).
-    config: the config (its `data` section).
-    flow_dir: 'files' backend: folder of precomputed flows (overrides data.flow_dir).
-    features_dir: optional folder of per-frame features, one float [h, w, C] .npy per frame named
-      by input frame index ({i:05d}.npy) or frame file stem; enables the feature checks.
-    keep_cache: keep workdir/flow_cache after success (removed by default).
-
-  Returns:
-    The store path. A store made from the same input files (or frames) and data config is kept
-    as it is (nothing recomputed); an interrupted run resumes from the flow cache.
+  video: a video file or folder of frames, a reference sequence folder (data.flow_backend
+  'omnimotion_dir'), or uint8 frames [T, H, W, 3]. flow_dir / features_dir override data.flow_dir
+  / data.features_dir (see preprocess.load_input); keep_cache keeps workdir/flow_cache. A store
+  made from the same input and data config is kept as it is; an interrupted run resumes from the
+  flow cache. Returns the store path.
   """
   start = time.time()
   workdir, c = Path(workdir), config.data

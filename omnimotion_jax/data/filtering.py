@@ -31,8 +31,7 @@ from omnimotion_jax import progress
 FEATURE_NORM_EPS = 1e-8
 
 
-# ------------------------------------------------------------------------------------------------
-# Sampling.
+# --- Sampling ---
 
 def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
   """Pixel-centre coordinates x, y: float32 [H, W] each (x = column index, y = row index)."""
@@ -155,8 +154,7 @@ def features_at_grid(features: np.ndarray, image_size: tuple[int, int]) -> np.nd
   return bilinear_sample(features, fx, fy)
 
 
-# ------------------------------------------------------------------------------------------------
-# Per-pair filters.
+# --- Per-pair filters ---
 
 def forward_backward_masks(flow_ij: np.ndarray, flow_ji: np.ndarray, *, cycle_threshold: float,
                            with_occlusion: bool = False, occlusion_cycle_threshold: float = np.inf,
@@ -232,8 +230,7 @@ def filter_pair(flow_ij: np.ndarray, flow_ji: np.ndarray, gap: int, *, cycle_thr
   return cycle, occluded
 
 
-# ------------------------------------------------------------------------------------------------
-# Chaining.
+# --- Chaining ---
 
 def pair_lookup(pairs: np.ndarray) -> dict[tuple[int, int], int]:
   """{(i, j): row} for int [P, 2] ordered pairs."""
@@ -373,8 +370,7 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
   return flows_out, cycle_out
 
 
-# ------------------------------------------------------------------------------------------------
-# Counts.
+# --- Counts ---
 
 def count_maps(pairs: np.ndarray, valid: np.ndarray, num_frames: int
                ) -> tuple[np.ndarray, np.ndarray]:

@@ -114,13 +114,16 @@ def training_key(config: ml_collections.ConfigDict) -> str:
   return config_hash(ml_collections.ConfigDict(_training_fields(config.to_dict())))
 
 
-def changed_training_fields(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
-  """Dotted keys whose value shapes the optimisation and differs between a saved config dict
-  (config.json of any version: migrated, merged over the defaults) and `config`."""
+def changed_training_fields(saved: dict, config: ml_collections.ConfigDict
+                            ) -> list[tuple[str, object, object]]:
+  """(dotted key, saved value, value now) of the fields that shape the optimisation and differ
+  between a saved config dict (config.json of any version: migrated, merged over the defaults)
+  and `config`."""
   as_saved = lambda c: json.loads(json.dumps(c.to_dict(), sort_keys=True, default=str))
   old = flatten_dict(_training_fields(as_saved(merge_over_default(saved))))
   new = flatten_dict(_training_fields(as_saved(config)))
-  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+          if old.get(k) != new.get(k)]
 
 
 def check_resumable(config: ml_collections.ConfigDict, workdir: Path) -> None:
@@ -136,9 +139,7 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: Path) -> None:
     return
   changed = changed_training_fields(saved, config)
   if changed:
-    flat_old = flatten_dict(merge_over_default(saved).to_dict())
-    flat_new = flatten_dict(config.to_dict())
-    shown = ', '.join(f'{k}: {flat_old.get(k)!r} -> {flat_new.get(k)!r}' for k in changed[:5])
+    shown = ', '.join(f'{k}: {old!r} -> {new!r}' for k, old, new in changed[:5])
     more = f' and {len(changed) - 5} more' if len(changed) > 5 else ''
     raise UserInputError(
         f'{ckpt} holds a run with another model or training config ({shown}{more}). Use a new '

@@ -67,13 +67,10 @@ class LossConfig:
 
   def weights(self, step: jax.Array) -> dict[str, jax.Array]:
     decay = jnp.clip(1.0 - jnp.asarray(step, jnp.float32) / max(self.motion_depth_steps, 1), 0, 1)
-    return dict(motion_depth=self.w_motion_depth * decay, **losses.loss_weights(
-        step, w_flow=self.w_flow, w_rgb_ramp_steps=self.w_rgb_ramp_steps,
-        w_rgb_max=self.w_rgb_max, w_flow_grad_ramp_steps=self.w_flow_grad_ramp_steps,
-        w_flow_grad_max=self.w_flow_grad_max, w_depth_range=self.w_depth_range,
-        w_distortion_start=self.w_distortion_start,
-        w_distortion_ramp_steps=self.w_distortion_ramp_steps,
-        w_distortion_max=self.w_distortion_max, w_smooth=self.w_smooth))
+    # Every w_* field but the prior's is an argument of losses.loss_weights.
+    schedule = {k: v for k, v in dataclasses.asdict(self).items()
+                if k.startswith('w_') and k != 'w_motion_depth'}
+    return dict(motion_depth=self.w_motion_depth * decay, **losses.loss_weights(step, **schedule))
 
 
 @dataclasses.dataclass(frozen=True)

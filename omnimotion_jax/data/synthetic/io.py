@@ -7,9 +7,7 @@ import cv2
 import numpy as np
 
 from omnimotion_jax import fileio
-from omnimotion_jax.data.synthetic.renderer import DEFAULT_NUM_FRAMES
-from omnimotion_jax.data.synthetic.renderer import DEFAULT_SIZE
-from omnimotion_jax.data.synthetic.renderer import make_video
+from omnimotion_jax.data.synthetic.renderer import DEFAULT_NUM_FRAMES, DEFAULT_SIZE, make_video
 from omnimotion_jax.errors import UserInputError
 
 # Preview rendering.

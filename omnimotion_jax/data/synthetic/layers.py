@@ -97,8 +97,7 @@ def apply_affine(a: np.ndarray, points: np.ndarray) -> np.ndarray:
   return np.einsum('...ij,...j->...i', a[..., :2, :2], points) + a[..., :2, 2]
 
 
-# ---------------------------------------------------------------------------------------------
-# Textures and masks.
+# --- Textures and masks ---
 
 
 @functools.lru_cache(maxsize=None)
@@ -177,8 +176,7 @@ def _object_alpha(rng: np.random.Generator, height: int, width: int) -> np.ndarr
   return cv2.GaussianBlur(mask, (0, 0), EDGE_SOFTNESS / 2.0)
 
 
-# ---------------------------------------------------------------------------------------------
-# Motion.
+# --- Motion ---
 
 
 def _camera(rng: np.random.Generator, num_frames: int, height: int, width: int,

@@ -33,8 +33,7 @@ CANDIDATES_PER_TRACK = 16
 MIN_CANDIDATES = 256
 
 
-# ---------------------------------------------------------------------------------------------
-# Rendering and ground truth.
+# --- Rendering and ground truth ---
 
 
 def _alpha_at(alpha: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -144,8 +143,7 @@ def _sample_tracks(rng: np.random.Generator, layers: list[Layer], num_tracks: in
   return local[order], layer_id[order]
 
 
-# ---------------------------------------------------------------------------------------------
-# Public API.
+# --- Public API ---
 
 
 def _check_args(num_frames, height, width, num_layers, num_tracks, motion_scale, camera_scale,
