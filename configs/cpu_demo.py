@@ -1,6 +1,6 @@
 """`make demo`: configs/cpu_quality.py with fewer steps, so the whole demo fits in 15 minutes on
-a 2-core CPU (preprocess, train, track, baselines, videos, report): about 7 minutes, 6.4 of them
-training (32 frames, 128x160).
+a 2-core CPU (preprocess, train, track, baselines, videos, report) on 32 frames of 128x160;
+measured times are in the README.
 
 Command:  make demo   (= omnimotion-jax demo --workdir out/demo --config cpu_demo)
 """
