@@ -19,14 +19,14 @@ part prints its figures and goes into one JSON and one markdown table. Parts:
 
 On a CPU-only machine the accelerator parts are skipped, and the JSON and the table say so.
 
-  .venv/bin/python benchmarks/device_check.py --out /tmp/device_check   # CPU: about 3 minutes
+  .venv/bin/python benchmarks/device_check.py --out OUT_DIR
 """
 
 import argparse
 import json
-import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -126,7 +126,7 @@ def precision() -> list[dict]:
 
 def _script(args: list[str], timeout_s: int) -> dict:
   """Runs a benchmark script with --json into a temp file; returns its JSON (or the error)."""
-  out = Path(os.environ.get('TMPDIR', '/tmp')) / f'device_check_{os.getpid()}_{time.time_ns()}.json'
+  out = Path(tempfile.mkdtemp(prefix='device_check_')) / 'result.json'
   cmd = [sys.executable, *args, '--json', str(out)]
   start = time.time()
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
@@ -144,7 +144,7 @@ def accelerator_parts() -> dict:
                       str(STEP_FRAMES), '--size', '256', '256'], 600)
   quality = _script([str(BENCHMARKS / 'quality.py'), '--config', f'cpu_quality:{QUALITY_STEPS}',
                      '--suite', 'synthetic-v1', '--videos', str(QUALITY_VIDEO), '--workroot',
-                     str(Path(os.environ.get('TMPDIR', '/tmp')) / 'device_check_quality')], 900)
+                     tempfile.mkdtemp(prefix='device_check_quality_')], 900)
   return {'steps': steps, 'tracking': tracking, 'quality': quality}
 
 

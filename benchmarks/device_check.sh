@@ -5,11 +5,11 @@
 # tracking speed, a 2k-step quality run) -> $OUT/device_check_<platform>.{json,md}.
 #
 #   bash benchmarks/device_check.sh                 # OUT defaults to benchmarks/results
-#   OUT=/tmp/dc bash benchmarks/device_check.sh     # elsewhere
+#   OUT=some/dir bash benchmarks/device_check.sh    # elsewhere
 #
 # Environment: a host with network gets .venv with the CUDA extra (`pip install -e '.[cuda12]'`);
-# a host without it (the lent GPU machines) uses its own python3 with jax, and the wheels of the
-# missing packages carried in .whl/ (see /work/.library/device/README.md). On a CPU-only machine
+# a host without it uses its own python3 with jax, and wheels of the missing packages
+# (ml_collections, mediapy, tensorflow-datasets, ...) placed in .whl/ beforehand. On a CPU-only machine
 # the accelerator parts are skipped and the output says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,9 +25,10 @@ else
 fi
 
 if [ -d .whl ]; then  # No network: the image's python3 plus carried wheels.
+  SITE=$(mktemp -d)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    --target "$SITE" .whl/*.whl
+  export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   PY=python3
 else
   make venv >/dev/null
