@@ -99,7 +99,8 @@ def synthetic_train_data(num_frames: int, height: int, width: int) -> sampler.Tr
       cycle=np.ones((num_pairs, height, width), bool),
       occluded=np.zeros((num_pairs, height, width), bool),
       counts=counts, pair_counts=np.full((num_pairs,), float(height * width), np.float32),
-      adjacent_pair=sampler.adjacent_pair_index(pairs, num_frames))
+      adjacent_pair=sampler.adjacent_pair_index(pairs, num_frames),
+      size=np.asarray([num_frames, height, width], np.int32))
 
 
 def train_data_bytes(data: sampler.TrainData) -> int:

@@ -54,16 +54,17 @@ def cmd_synth(args) -> None:
     print(f'preview: {result["preview"]}')
 
 
-def _saved_or_given_config(args):
+def _saved_or_given_config(args, workdir_path: str | None = None):
   """--config with its --set overrides; without --config (a default only for stages after
-  training) the config saved in WORKDIR."""
+  training) the config saved in WORKDIR (or in `workdir_path`)."""
   from omnimotion_jax import workdir
   enable_compilation_cache()
   if args.config is not None:
     return load_config(args.config, args.overrides)
-  saved = workdir.load_saved_config(Path(args.workdir))
+  workdir_path = workdir_path or args.workdir
+  saved = workdir.load_saved_config(Path(workdir_path))
   if saved is None:
-    raise UserInputError(f'{args.workdir}: no config.json (not trained yet?); pass --config.')
+    raise UserInputError(f'{workdir_path}: no config.json (not trained yet?); pass --config.')
   config = merge_over_default(saved)  # Also migrates configs saved by earlier versions.
   for item in args.overrides:
     apply_override(config, item)
@@ -76,11 +77,32 @@ def cmd_preprocess(args) -> None:
   pipeline.preprocess_stage(args.video, Path(args.workdir), _saved_or_given_config(args))
 
 
+def _several_workdirs(args, what: str = 'WORKDIR'):
+  """(workdirs, config) of a command given several run folders, which share one config."""
+  from omnimotion_jax import workdir
+  from omnimotion_jax.train import loop
+  workdirs = [Path(w) for w in args.workdir]
+  if len(set(w.resolve() for w in workdirs)) != len(workdirs):
+    raise UserInputError(f'--workdir: each {what} must be a different folder.')
+  config = _saved_or_given_config(args, str(workdirs[0]))
+  for path in workdirs[1:]:
+    saved = workdir.load_saved_config(path)
+    if args.config is None and saved is not None and loop.changed_training_fields(saved, config):
+      raise UserInputError(f'{path} was trained with another config than {workdirs[0]}; a batch '
+                           'shares one config: pass --config.')
+  return workdirs, config
+
+
 def cmd_train(args) -> None:
   from omnimotion_jax import pipeline
-  state = pipeline.train_stage(_saved_or_given_config(args), Path(args.workdir))
-  print(f'trained to step {int(state.step)} ({int(state.num_skipped)} non-finite steps skipped); '
-        f'checkpoints in {Path(args.workdir)}')
+  workdirs, config = _several_workdirs(args)
+  if len(workdirs) == 1:
+    states = [pipeline.train_stage(config, workdirs[0])]
+  else:
+    states = pipeline.train_many_stage(config, workdirs)
+  for workdir, state in zip(workdirs, states):
+    print(f'trained to step {int(state.step)} ({int(state.num_skipped)} non-finite steps '
+          f'skipped); checkpoints in {workdir}')
 
 
 def cmd_track(args) -> None:
@@ -100,10 +122,14 @@ def cmd_depth(args) -> None:
 
 def cmd_run(args) -> None:
   from omnimotion_jax import pipeline
-  outputs = pipeline.run(args.video, Path(args.workdir), _saved_or_given_config(args),
-                         grid=args.grid, frame=args.frame)
-  for name, path in outputs.items():
-    print(f'{name}: {path}')
+  if len(args.video) != len(args.workdir):
+    raise UserInputError(f'run: {len(args.video)} videos but {len(args.workdir)} --workdir '
+                         'folders; give one run folder per video, in the same order.')
+  workdirs, config = _several_workdirs(args)
+  runs = pipeline.run_many(args.video, workdirs, config, grid=args.grid, frame=args.frame)
+  for workdir, outputs in zip(workdirs, runs):
+    for name, path in outputs.items():
+      print(f'{name}: {path}')
 
 
 def cmd_viz(args) -> None:
@@ -128,7 +154,8 @@ def cmd_eval(args) -> None:
   summary = evaluator.run_evaluation(
       args.dataset, args.query_mode, _saved_or_given_config(args), args.manual_dir, args.out,
       data_dir=args.data_dir, videos=args.videos, shard=args.shard, baseline=args.baseline,
-      resolution=args.resolution, config_label=label, workers=args.workers)
+      resolution=args.resolution, config_label=label, workers=args.workers,
+      batch_videos=args.batch_videos)
   print(f'summary: {summary["summary_path"]}')
 
 
@@ -169,8 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser('train', help='optimise the model on a preprocessed video (resumes)',
                      description='Test-time optimisation on WORKDIR/sequence.npz. Resumes from the '
-                                 'newest checkpoint; Ctrl-C saves a checkpoint and exits.')
-  p.add_argument('--workdir', required=True, help='run folder (after preprocess)')
+                                 'newest checkpoint; Ctrl-C saves a checkpoint and exits. Several '
+                                 'WORKDIRs train as one batch (one program, videos of any sizes, '
+                                 'spread over all local devices); each gets the result training '
+                                 'it alone gives.')
+  p.add_argument('--workdir', required=True, nargs='+',
+                 help='run folder(s) (after preprocess)')
   _add_config_args(p)
   p.set_defaults(func=cmd_train)
 
@@ -193,9 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
   _add_config_args(p, default=None)
   p.set_defaults(func=cmd_depth)
 
-  p = sub.add_parser('run', help='preprocess + train + track a grid + pseudo-depth, in one go')
-  p.add_argument('video', help='video file or folder of frames')
-  p.add_argument('--workdir', required=True, help='run folder')
+  p = sub.add_parser('run', help='preprocess + train + track a grid + pseudo-depth, in one go',
+                     description='The whole pipeline and its HTML report. Several videos (one '
+                                 '--workdir each, in order) train as one batch.')
+  p.add_argument('video', nargs='+', help='video file(s) or folder(s) of frames')
+  p.add_argument('--workdir', required=True, nargs='+', help='run folder(s), one per video')
   p.add_argument('--grid', type=int, default=8, help='grid step of the tracked points (px)')
   p.add_argument('--frame', type=int, default=0, help='query frame of the grid')
   _add_config_args(p)
@@ -247,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--workers', type=int, default=1,
                  help='videos evaluated at a time, each in a process pinned to its own share of '
                       'the CPU cores (2 on a 2-core CPU: 1.36x the throughput; default 1)')
+  p.add_argument('--batch_videos', type=int, default=1,
+                 help='videos optimised at a time as one batch, spread over all local devices '
+                      '(e.g. the number of GPUs or TPU chips; default 1)')
   p.add_argument('--no_progress', action='store_true', help='no progress bars (as --quiet)')
   _add_config_args(p)
   p.set_defaults(func=cmd_eval)

@@ -118,14 +118,12 @@ def set_aside_stale_checkpoints(workdir: Path, store_key: str,
   return moved
 
 
-def train_stage(config: ml_collections.ConfigDict, workdir: Path,
-                stop_at: int | None = None) -> train_loop.step_lib.TrainState:
-  """Trains on workdir's store (resuming), saving pseudo-depth snapshots at checkpoints.
+def _prepare_training(config: ml_collections.ConfigDict, workdir: Path):
+  """(TrainData, pseudo-depth snapshot callback(step, state)) of a preprocessed run folder.
 
   Checkpoints left by a run on a different store, or with a different model or training config,
   are set aside first (see `set_aside_stale_checkpoints`).
   """
-  workdir = Path(workdir)
   seq = workdir_lib.load_sequence(workdir)
   set_aside_stale_checkpoints(workdir, seq.meta.get('preprocess_key', ''), config)
   video = video_shape(seq)
@@ -140,11 +138,33 @@ def train_stage(config: ml_collections.ConfigDict, workdir: Path,
     name = workdir_lib.SNAPSHOT.format(step=step)
     fileio.write_npy_atomic(workdir / workdir_lib.SNAPSHOTS / name, depth)
 
+  return sampler.train_data(seq), snapshot
+
+
+def train_stage(config: ml_collections.ConfigDict, workdir: Path,
+                stop_at: int | None = None) -> train_loop.step_lib.TrainState:
+  """Trains on workdir's store (resuming), saving pseudo-depth snapshots at checkpoints."""
+  workdir = Path(workdir)
+  data, snapshot = _prepare_training(config, workdir)
   start = time.time()
-  state = train_loop.fit(config, workdir, sampler.train_data(seq), stop_at=stop_at,
-                         on_checkpoint=snapshot)
+  state = train_loop.fit(config, workdir, data, stop_at=stop_at, on_checkpoint=snapshot)
   workdir_lib.record_timing(workdir, 'train', time.time() - start)
   return state
+
+
+def train_many_stage(config: ml_collections.ConfigDict, workdirs, *, devices=None,
+                     stop_at: int | None = None) -> list[train_loop.step_lib.TrainState]:
+  """`train_stage` for several run folders as one batch (loop.fit_many) on `devices` (default:
+  all local devices). Each folder records the batch's wall time as its training time."""
+  workdirs = [Path(w) for w in workdirs]
+  prepared = [_prepare_training(config, w) for w in workdirs]
+  start = time.time()
+  states = train_loop.fit_many(
+      config, workdirs, [data for data, _ in prepared], devices=devices, stop_at=stop_at,
+      on_checkpoint=lambda index, step, state: prepared[index][1](step, state))
+  for workdir in workdirs:
+    workdir_lib.record_timing(workdir, 'train', time.time() - start)
+  return states
 
 
 def load_trained(config: ml_collections.ConfigDict, workdir: Path):
@@ -204,9 +224,10 @@ def track_stage(config: ml_collections.ConfigDict, workdir: Path, *,
   model_q[:, 0] = t
   tc = config.track
   margin = render.occlusion_margin(model, tc.occlusion_eps_factor)
-  mapper = render.make_mapper(model, video, margin, use_max_loc=tc.use_max_loc)
-  back_mapper = render.make_mapper(model, video, margin, use_max_loc=tc.use_max_loc,
-                                   with_occlusion=False) if tc.cycle_threshold > 0 else None
+  model_cfg = model.config
+  mapper = render.compiled_mapper(model_cfg, video, margin, tc.use_max_loc)
+  back_mapper = render.compiled_mapper(model_cfg, video, margin, tc.use_max_loc,
+                                       with_occlusion=False) if tc.cycle_threshold > 0 else None
   tracks, occluded = track.track_queries(
       mapper, params, model_q, video, chunk_size=tc.chunk_size,
       occlusion_threshold=tc.occlusion_threshold, cycle_threshold=tc.cycle_threshold,
@@ -249,11 +270,22 @@ def report_stage(workdir: Path) -> Path:
 def run(video: str | os.PathLike | np.ndarray, workdir: Path, config: ml_collections.ConfigDict,
         *, grid: int = 8, frame: int = 0, with_report: bool = True) -> dict[str, Path]:
   """preprocess + train + track a grid + pseudo-depth + the HTML report."""
-  workdir = Path(workdir)
-  outputs = {'store': preprocess_stage(video, workdir, config)}
-  train_stage(config, workdir)
-  outputs['tracks'] = track_stage(config, workdir, grid=grid, frame=frame)
-  outputs['depth'] = depth_stage(config, workdir)
-  if with_report:
-    outputs['report'] = report_stage(workdir)
-  return outputs
+  return run_many([video], [workdir], config, grid=grid, frame=frame,
+                  with_report=with_report)[0]
+
+
+def run_many(videos, workdirs, config: ml_collections.ConfigDict, *, grid: int = 8,
+             frame: int = 0, with_report: bool = True) -> list[dict[str, Path]]:
+  """`run` for several videos, one run folder each; they train as one batch (train_many_stage)."""
+  workdirs = [Path(w) for w in workdirs]
+  runs = [{'store': preprocess_stage(v, w, config)} for v, w in zip(videos, workdirs)]
+  if len(workdirs) == 1:
+    train_stage(config, workdirs[0])
+  else:
+    train_many_stage(config, workdirs)
+  for workdir, outputs in zip(workdirs, runs):
+    outputs['tracks'] = track_stage(config, workdir, grid=grid, frame=frame)
+    outputs['depth'] = depth_stage(config, workdir)
+    if with_report:
+      outputs['report'] = report_stage(workdir)
+  return runs

@@ -163,7 +163,7 @@ def is_up_to_date(result: dict | None, key: dict, trackers: Sequence[str]) -> bo
 
 def evaluate_video(example: dict, video_dir: Path, config: ml_collections.ConfigDict, *,
                    query_mode: str, trackers: Sequence[str], key: dict, position: int,
-                   previous: dict | None = None) -> dict:
+                   previous: dict | None = None, done_s: dict | None = None) -> dict:
   """Runs the whole pipeline on one example and writes video_dir/result.json.
 
   Args:
@@ -176,6 +176,8 @@ def evaluate_video(example: dict, video_dir: Path, config: ml_collections.Config
     position: the video's position in the split (recorded).
     previous: an earlier result.json of the same key; its other trackers' metrics are kept
       (e.g. `--baseline direct` after `--baseline chained` ends with both).
+    done_s: seconds of the stages already run for this video elsewhere (a batch: 'preprocess',
+      'train'); training is then not repeated, and these are the recorded wall times.
 
   Returns:
     The result.json content.
@@ -195,14 +197,15 @@ def evaluate_video(example: dict, video_dir: Path, config: ml_collections.Config
     workdir_lib.write_json(video_dir / RESULT_FILE, result)
     return result
 
-  workdir = video_dir / f'{RUN_DIR_PREFIX}{model_hash(config)}'
+  workdir = run_directory(video_dir, config)
   t0 = time.time()
   pipeline.preprocess_stage(video, workdir, config)  # The frames themselves, no file trip.
   wall['preprocess'] = time.time() - t0
-  if 'omnimotion' in trackers:
+  if 'omnimotion' in trackers and 'train' not in (done_s or {}):
     t0 = time.time()
     pipeline.train_stage(config, workdir)
     wall['train'] = time.time() - t0
+  wall.update(done_s or {})
   metrics = score.evaluate_workdir(
       config, workdir, query_points=sampled['query_points'],
       target_points=sampled['target_points'], occluded=sampled['occluded'],
@@ -239,6 +242,42 @@ def _video_job(dataset: str, data_dir: Path, manual_dir, resolution: str, index:
   return example['video_id'], index, result, time.time() - t0
 
 
+def run_directory(video_dir: Path, config: ml_collections.ConfigDict) -> Path:
+  """The run folder of a video: a hash of the config without its tracking section."""
+  return video_dir / f'{RUN_DIR_PREFIX}{model_hash(config)}'
+
+
+def _batch_job(dataset: str, data_dir: Path, manual_dir, resolution: str, indices: list[int],
+               video_dirs: list[Path], config: ml_collections.ConfigDict, query_mode: str,
+               trackers: Sequence[str], key: dict) -> list:
+  """Evaluates several videos, training them as one batch on all local devices (see
+  loop.fit_many); everything else as `_video_job` does it. Returns its tuples, one per video."""
+  t0 = time.time()
+  examples = list(builders.load_tapvid(dataset, data_dir, manual_dir, resolution, videos=indices))
+  done, trained = [{} for _ in examples], []
+  for example, video_dir, stages in zip(examples, video_dirs, done):
+    if 'omnimotion' in trackers and sample_queries(example, query_mode)['query_points'].size:
+      start = time.time()
+      trained.append(pipeline.preprocess_stage(example['video'],
+                                               run_directory(video_dir, config), config).parent)
+      stages['preprocess'] = time.time() - start
+  if trained:
+    start = time.time()
+    pipeline.train_many_stage(config, trained)
+    for stages in done:
+      if stages:
+        stages['train'] = time.time() - start
+  load_s = (time.time() - t0) / len(examples)
+  out = []
+  for example, index, video_dir, stages in zip(examples, indices, video_dirs, done):
+    start = time.time()
+    result = evaluate_video(example, video_dir, config, query_mode=query_mode, trackers=trackers,
+                            key=key, position=index, done_s=stages,
+                            previous=workdir_lib.read_json(video_dir / RESULT_FILE))
+    out.append((example['video_id'], index, result, time.time() - start + load_s))
+  return out
+
+
 def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigDict | str,
                    manual_dir: str | os.PathLike | None, out: str | os.PathLike, *,
                    data_dir: str | os.PathLike | None = None,
@@ -247,7 +286,7 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
                    baseline: str | None = None,
                    resolution: str = DEFAULT_RESOLUTION,
                    config_label: str | None = None,
-                   workers: int = 1) -> dict:
+                   workers: int = 1, batch_videos: int = 1) -> dict:
   """Evaluates (resumably, optionally one shard of) a TAP-Vid set; see the module docstring.
 
   Args:
@@ -269,6 +308,9 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
       CPU cores (workers.py; 2 on a 2-core CPU: 1.36x the throughput). Results agree with a
       one-process run to within float summation order, and equal those of a run pinned the
       same way.
+    batch_videos: videos optimised at a time as one batch (train/batch.py), their video axis
+      sharded over all local devices (a multiple of the device count uses them all). Each video's
+      result equals its one-at-a-time result to within float summation order.
 
   Returns:
     The summary dict (as summary.json) plus 'summary_path', 'evaluated' and 'skipped' (ids).
@@ -286,6 +328,9 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
                          f'{DEFAULT_RESOLUTION} for the TAP-Vid protocol.')
   shard = parse_shard(shard)
   workers_lib.core_sets(workers)  # Validates the count before any work.
+  if batch_videos < 1 or (batch_videos > 1 and workers > 1):
+    raise UserInputError(f'--batch_videos {batch_videos} (with --workers {workers}): pass a '
+                         'batch size >= 1, and use either --batch_videos or --workers, not both.')
   wanted = parse_videos(videos)
   if isinstance(config, str):
     config_label = config_label or config
@@ -333,7 +378,14 @@ def run_evaluation(dataset: str, query_mode: str, config: ml_collections.ConfigD
     logger.info('  [%d/%d] %s (position %d): %s (%.0f s)', len(evaluated), len(todo), video_id,
                 index, scores or result.get('note'), seconds)
 
-  if workers == 1:
+  if batch_videos > 1:
+    for start in range(0, len(todo), batch_videos):
+      group = todo[start:start + batch_videos]
+      for job_result in _batch_job(dataset, data_dir, manual_dir, resolution, group,
+                                   [out / VIDEOS_DIR / folders[i] for i in group], config,
+                                   query_mode, trackers, key):
+        report(job_result)
+  elif workers == 1:
     for job in jobs:
       report(_video_job(*job))
   else:

@@ -8,6 +8,7 @@ vmapped and differentiated.
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -15,12 +16,16 @@ import numpy as np
 
 from omnimotion_jax import progress
 from omnimotion_jax.model import geometry
-from omnimotion_jax.model.model import OmniMotion, frame_times
+from omnimotion_jax.model.model import ModelConfig, OmniMotion, frame_times
 
 
 @dataclasses.dataclass(frozen=True)
 class VideoShape:
-  """Size of the video a model is fitted to: N frames of H x W px."""
+  """Size of the video a model is fitted to: N frames of H x W px.
+
+  Python ints (static), or int32 scalars inside the train step, where the size is data
+  (`sampler.TrainData.video`) so that padded videos of several sizes share one compiled step.
+  """
   num_frames: int
   height: int
   width: int
@@ -184,6 +189,14 @@ def make_mapper(model: OmniMotion, video: VideoShape, occlusion_margin: float,
     return mapped, depth, score
 
   return mapper
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_mapper(model_cfg: ModelConfig, video: VideoShape, occlusion_margin: float,
+                    use_max_loc: bool = True, with_occlusion: bool = True):
+  """`make_mapper` of OmniMotion(model_cfg), cached per process: the videos of one size in a
+  suite, or the training and tracking of one video, compile it once."""
+  return make_mapper(OmniMotion(model_cfg), video, occlusion_margin, use_max_loc, with_occlusion)
 
 
 def map_in_chunks(mapper, params, px: np.ndarray, src: np.ndarray, tgt: np.ndarray,

@@ -5,10 +5,12 @@ SIGINT/SIGTERM checkpoints and stops between dispatches; every event step falls 
 boundary, so a resumed run replays the same steps as an uninterrupted one.
 """
 
+import contextlib
 import dataclasses
 import json
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -24,6 +26,7 @@ from omnimotion_jax.config import config_hash, flatten_dict, merge_over_default
 from omnimotion_jax.errors import TrainingInterrupted, UserInputError
 from omnimotion_jax.model import model as model_lib
 from omnimotion_jax.model import render
+from omnimotion_jax.train import batch as batch_lib
 from omnimotion_jax.train import priors
 from omnimotion_jax.train import sampler
 from omnimotion_jax.train import step as step_lib
@@ -146,6 +149,15 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: Path) -> None:
         'workdir, or train through `omnimotion-jax train`, which moves such checkpoints aside.')
 
 
+def prepare_data(config: ml_collections.ConfigDict, data: sampler.TrainData) -> sampler.TrainData:
+  """A video's TrainData (numpy) with the motion labels its config's priors need."""
+  data = jax.device_get(data)
+  if config.train.loss.w_motion_depth > 0:
+    labels = priors.video_motion_labels(data, priors.PriorsConfig(**config.train.priors))
+    data = dataclasses.replace(data, motion_labels=labels)
+  return data
+
+
 def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.TrainData, *,
         stop_at: int | None = None, on_checkpoint=None) -> step_lib.TrainState:
   """Optimises the model for `config.train.num_steps`, resuming from `workdir` if possible.
@@ -161,78 +173,159 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
   Returns:
     The final (or interrupted) TrainState.
   """
+  callback = None if on_checkpoint is None else (lambda _, step, state: on_checkpoint(step, state))
+  return _fit_group(config, [Path(workdir)], [data], devices=None, stop_at=stop_at,
+                    on_checkpoint=callback)[0]
+
+
+def fit_many(config: ml_collections.ConfigDict, workdirs: Sequence[str | Path],
+             datas: Sequence[sampler.TrainData], *, devices: Sequence[jax.Device] | None = None,
+             stop_at: int | None = None, on_checkpoint=None) -> list[step_lib.TrainState]:
+  """`fit` for several videos at once: one vmapped program (train/batch.py), its video axis
+  sharded over `devices` (default: all local devices).
+
+  Each video keeps its own run folder, checkpoints, metrics and resume, exactly as `fit` writes
+  them (a video trained in a batch can be resumed alone, and the reverse). Videos whose newest
+  checkpoints are at different steps train as separate batches, one per start step.
+  on_checkpoint: optional callback(index, step, state) per video. Returns the videos' states.
+  """
+  workdirs = [Path(w) for w in workdirs]
+  if len(workdirs) != len(datas) or not workdirs:
+    raise ValueError(f'{len(workdirs)} workdirs for {len(datas)} videos.')
+  if len(set(w.resolve() for w in workdirs)) != len(workdirs):
+    raise UserInputError('fit_many: the same workdir appears twice; give each video its own.')
+  devices = tuple(jax.local_devices() if devices is None else devices)
+  groups = {}
+  for index, workdir in enumerate(workdirs):
+    with checkpoint.manager(workdir / workdir_lib.CHECKPOINTS) as mngr:
+      groups.setdefault(mngr.latest_step() or 0, []).append(index)
+  states = [None] * len(workdirs)
+  for members in groups.values():
+    callback = None if on_checkpoint is None else (
+        lambda i, step, state, members=members: on_checkpoint(members[i], step, state))
+    out = _fit_group(config, [workdirs[i] for i in members], [datas[i] for i in members],
+                     devices=devices, stop_at=stop_at, on_checkpoint=callback)
+    for i, state in zip(members, out):
+      states[i] = state
+  return states
+
+
+def _fit_group(config, workdirs: list[Path], datas, *, devices, stop_at, on_checkpoint):
+  """The loop of `fit` (devices None: one video, unbatched) and `fit_many` (one start step)."""
   tc = config.train
   validate_schedule(tc)
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  check_resumable(config, workdir)
-  n, h, w = data.frames.shape[:3]
-  video = render.VideoShape(n, h, w)
+  for workdir in workdirs:
+    workdir.mkdir(parents=True, exist_ok=True)
+    check_resumable(config, workdir)
+  batched = devices is not None
   model_cfg = model_lib.model_config(config.model)
-  model, tx, multi, single = step_lib.compiled_train_steps(
-      model_cfg, video, *step_lib.train_configs(tc), tc.hard_mining.start, tc.steps_per_dispatch,
-      tc.remat_chunks)
+  compiled = batch_lib.compiled_batched_steps if batched else step_lib.compiled_train_steps
+  model, tx, multi, single = compiled(
+      model_cfg, *step_lib.train_configs(tc), tc.hard_mining.start, tc.steps_per_dispatch,
+      tc.remat_chunks, *((devices,) if batched else ()))
   init_key, loop_key = jax.random.split(jax.random.PRNGKey(config.seed))
-  flows_adjacent = np.asarray(data.flows)[np.asarray(data.adjacent_pair)]
-  state = step_lib.create_train_state(model, tx, init_key, video)
-  if tc.loss.w_motion_depth > 0:
-    labels = priors.video_motion_labels(data, priors.PriorsConfig(**tc.priors))
-    data = dataclasses.replace(data, motion_labels=labels)
-  data = jax.device_put(data)
+  datas = [prepare_data(config, d) for d in datas]
+  shapes = [render.VideoShape(*d.frames.shape[:3]) for d in datas]
+  flows_adjacent = [d.flows[d.adjacent_pair] for d in datas]
   hard = priors.HardMiningConfig(**tc.hard_mining)
 
-  mngr = checkpoint.manager(workdir / workdir_lib.CHECKPOINTS, tc.checkpoint_keep)
-  restored = checkpoint.restore_latest(mngr, state)
-  if restored is not None:
-    state = restored
-  workdir_lib.save_config(workdir, config)
-  start_step = int(state.step)
-  metrics_path = workdir / workdir_lib.METRICS
-  _trim_metrics(metrics_path, start_step)
+  mngrs = [checkpoint.manager(w / workdir_lib.CHECKPOINTS, tc.checkpoint_keep) for w in workdirs]
+  states, restored = [], []
+  for mngr, shape in zip(mngrs, shapes):
+    fresh = step_lib.create_train_state(model, tx, init_key, shape)
+    restored.append(checkpoint.restore_latest(mngr, fresh))
+    states.append(fresh if restored[-1] is None else restored[-1])
+  start_step = int(states[0].step)
+  for workdir in workdirs:
+    workdir_lib.save_config(workdir, config)
+    _trim_metrics(workdir / workdir_lib.METRICS, start_step)
+
+  if batched:
+    padded = batch_lib.padded_shape(datas)
+    slots = batch_lib.batch_slots(len(datas), len(devices))
+    place = lambda tree: jax.device_put(tree, batch_lib.video_sharding(devices))
+    state = place(batch_lib.stack([batch_lib.pad_state(states[i], padded) for i in slots]))
+    data = place(batch_lib.stack([batch_lib.pad_data(datas[i], padded) for i in slots]))
+    keys = place(batch_lib.stack([loop_key] * len(slots)))
+    video_state = lambda tree, b: batch_lib.crop_state(batch_lib.unstack(tree, b), datas[b].size)
+    video_metrics = batch_lib.unstack
+  else:
+    state, data, keys = states[0], jax.device_put(datas[0]), loop_key
+    video_state = video_metrics = lambda tree, b: tree
+
+  def refresh_maps(state):
+    maps = [priors.adjacent_error_maps(
+        priors.compiled_error_mapper(model_cfg, shape), video_state(state, b).params, flows,
+        shape, hard, chunk_size=config.track.chunk_size)
+            for b, (shape, flows) in enumerate(zip(shapes, flows_adjacent))]
+    if not batched:
+      return state.replace(error_map=jnp.asarray(maps[0][0]), frame_error=jnp.asarray(maps[0][1]))
+    padded_maps = [batch_lib.pad_to(m, padded[:3]) for m, _ in maps]
+    errors = [batch_lib.pad_to(e, padded[:1]) for _, e in maps]
+    return state.replace(error_map=place(np.stack([padded_maps[i] for i in slots])),
+                         frame_error=place(np.stack([errors[i] for i in slots])))
+
+  def save(step, wait=False):
+    for b, mngr in enumerate(mngrs):
+      if mngr.latest_step() != step:
+        checkpoint.save(mngr, step, video_state(state, b), wait=wait)
+      if on_checkpoint:
+        on_checkpoint(b, step, video_state(state, b))
 
   step = start_step
   t_start = time.time()
-  bar = progress.bar(total=tc.num_steps, initial=step, desc='train')
-  with _StopFlag() as flag, metrics_path.open('a') as log:
+  num = len(workdirs)
+  bar = progress.bar(total=tc.num_steps, initial=step, unit='step',
+                     desc='train' if num == 1 else f'train {num} videos')
+  with _StopFlag() as flag, contextlib.ExitStack() as stack:
+    logs = [stack.enter_context((w / workdir_lib.METRICS).open('a')) for w in workdirs]
     while step < tc.num_steps and not flag.stop and (stop_at is None or step < stop_at):
       if tc.sampling.hard_mining_fraction > 0 and hard.due(step):
-        error_map, frame_error = priors.adjacent_error_maps(
-            priors.compiled_error_mapper(model_cfg, video), state.params, flows_adjacent, video,
-            hard, chunk_size=config.track.chunk_size)
-        state = state.replace(error_map=jnp.asarray(error_map),
-                              frame_error=jnp.asarray(frame_error))
+        state = refresh_maps(state)
       # Whole dispatches, then single steps for a remainder (every event step is a boundary).
-      num = tc.steps_per_dispatch if step + tc.steps_per_dispatch <= tc.num_steps else 1
-      state, metrics = (multi if num == tc.steps_per_dispatch else single)(state, data, loop_key)
-      step += num
-      bar.update(num)
+      size = tc.steps_per_dispatch if step + tc.steps_per_dispatch <= tc.num_steps else 1
+      state, metrics = (multi if size == tc.steps_per_dispatch else single)(state, data, keys)
+      step += size
+      bar.update(size)
       if step % tc.log_every == 0 or step == tc.num_steps:
-        m = _to_python(metrics)
-        m.update(step=step, wall_s=round(time.time() - t_start, 3))
-        log.write(json.dumps(m) + '\n')
-        log.flush()
-        bar.set_postfix({'loss': f'{m["loss"]:.3f}', 'flow': f'{m["loss/flow"]:.2f}',
-                         'rgb': f'{m["loss/rgb"]:.4f}', 'skip': m['num_skipped']}, refresh=False)
+        metrics = jax.device_get(metrics)
+        wall = round(time.time() - t_start, 3)
+        for b, log in enumerate(logs):
+          m = _to_python(video_metrics(metrics, b))
+          m.update(step=step, wall_s=wall)
+          log.write(json.dumps(m) + '\n')
+          log.flush()
+        rate = (step - start_step) / max(time.time() - t_start, 1e-9)
+        first = lambda name: np.atleast_1d(metrics[name])[:num]  # Real videos, not copies.
+        postfix = {'loss': f'{np.mean(first("loss")):.3f}',
+                   'flow': f'{np.mean(first("loss/flow")):.2f}',
+                   'skip': int(np.sum(first('num_skipped')))}
+        if num > 1:
+          postfix['videos/h'] = f'{num * rate * 3600 / tc.num_steps:.1f}'
+        bar.set_postfix(postfix, refresh=False)
       if step % tc.checkpoint_every == 0 and step < tc.num_steps:
-        checkpoint.save(mngr, step, state)
-        if on_checkpoint:
-          on_checkpoint(step, state)
+        save(step)
     bar.close()
-    # A finished run resumed again has nothing new, and a run stopped right after a periodic
-    # checkpoint already has this step on disk (saving it again is an error in orbax).
-    if (step > start_step or restored is None) and mngr.latest_step() != step:
-      checkpoint.save(mngr, step, state, wait=True)
-    periodic = step % tc.checkpoint_every == 0 and step < tc.num_steps  # Already called.
+  # A finished run resumed again has nothing new; a run stopped right after a periodic
+  # checkpoint already has this step on disk (orbax refuses to save a step twice).
+  periodic = step % tc.checkpoint_every == 0 and step < tc.num_steps
+  for b, mngr in enumerate(mngrs):
+    if (step > start_step or restored[b] is None) and mngr.latest_step() != step:
+      checkpoint.save(mngr, step, video_state(state, b), wait=True)
     if on_checkpoint and step > start_step and not periodic:
-      on_checkpoint(step, state)
-  mngr.close()
+      on_checkpoint(b, step, video_state(state, b))
+    mngr.close()
   elapsed = time.time() - t_start
-  summary = {'steps_done': step, 'start_step': start_step, 'wall_s': elapsed,
-             'steps_per_s': (step - start_step) / max(elapsed, 1e-9),
-             'num_skipped': int(state.num_skipped), 'finished': step >= tc.num_steps}
-  workdir_lib.write_json(workdir / workdir_lib.TRAIN_SUMMARY, summary)
+  out = [video_state(state, b) for b in range(num)]
+  for workdir, video in zip(workdirs, out):
+    summary = {'steps_done': step, 'start_step': start_step, 'wall_s': elapsed,
+               'steps_per_s': (step - start_step) / max(elapsed, 1e-9),
+               'num_skipped': int(video.num_skipped), 'finished': step >= tc.num_steps,
+               'batch_videos': num}
+    workdir_lib.write_json(workdir / workdir_lib.TRAIN_SUMMARY, summary)
   if flag.stop and step < tc.num_steps:
     raise TrainingInterrupted(
         f'training stopped by a signal at step {step}/{tc.num_steps}; checkpoint saved in '
-        f'{workdir / workdir_lib.CHECKPOINTS}. Run the same command again to resume.')
-  return state
+        f'{", ".join(str(w / workdir_lib.CHECKPOINTS) for w in workdirs)}. Run the same command '
+        'again to resume.')
+  return out

@@ -12,7 +12,6 @@ column vectors (x, y, 1).
 """
 
 import dataclasses
-import functools
 
 import cv2
 import numpy as np
@@ -177,11 +176,9 @@ def video_motion_labels(data: sampler.TrainData, cfg: PriorsConfig) -> np.ndarra
   return motion_labels(flows, valid, affines, cfg.motion_threshold_px)
 
 
-@functools.lru_cache(maxsize=4)
 def compiled_error_mapper(model_cfg: model_lib.ModelConfig, video: render.VideoShape):
   """The jitted mapper of the error maps (no occlusion pass), cached per model and video."""
-  return render.make_mapper(model_lib.OmniMotion(model_cfg), video, occlusion_margin=0.0,
-                            with_occlusion=False)
+  return render.compiled_mapper(model_cfg, video, 0.0, with_occlusion=False)
 
 
 def adjacent_error_maps(mapper, params, flows_adjacent: np.ndarray, video: render.VideoShape,

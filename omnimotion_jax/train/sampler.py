@@ -16,6 +16,12 @@ Per step, for each of `num_pairs` samples:
   4. with probability `swap_prob` the direction is swapped: the flow target becomes the (subpixel)
      source, and only cycle-consistent points keep their weight.
 Per-point weight: cos((|i-j| - 1) / M * pi / 2), zero if the pair has no valid pixel.
+
+Padding: `TrainData.size` holds the video's own (N, H, W); the arrays may be larger (a batch of
+videos padded to one shape, train/batch.py). Padded frames, pairs and pixels get zero probability,
+and every draw takes uniforms whose shape does not depend on the padded sizes (inverse-CDF
+sampling, not Gumbel-max over the candidates), so a padded video draws the same frames, pairs and
+pixels as the unpadded one, up to the float rounding of the cumulative sums.
 """
 
 import dataclasses
@@ -26,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from omnimotion_jax.data.filtering import in_frame, pair_lookup
+from omnimotion_jax.model import render
 
 
 @flax.struct.dataclass
@@ -41,9 +48,12 @@ class TrainData:
     counts: [N, H, W] float32, number of valid correspondences of each pixel.
     pair_counts: [P] float32, valid pixels per pair.
     adjacent_pair: [N] int32, index of pair (i, i+1) (for the last frame, (N-1, N-2)).
-    motion_labels: optional [N, H, W] float32 (global_motion.motion_labels): 1 where a pixel moves
+    size: [3] int32, the video's own (N, H, W); the arrays above may be padded beyond it
+      (zeros; padded pairs are (0, 0) with no pixel). Entering as data, it lets one compiled
+      step serve videos of several lengths and sizes.
+    motion_labels: optional [N, H, W] float32 (priors.motion_labels): 1 where a pixel moves
       on its own, 0 where it follows the dominant motion, -1 unknown. Only for the motion-depth
-      prior (train.w_motion_depth); None otherwise.
+      prior (train.loss.w_motion_depth); None otherwise.
   """
   frames: jax.Array
   pairs: jax.Array
@@ -53,12 +63,17 @@ class TrainData:
   counts: jax.Array
   pair_counts: jax.Array
   adjacent_pair: jax.Array
+  size: jax.Array
   motion_labels: jax.Array | None = None
 
   @property
   def shape(self) -> tuple[int, int, int]:
-    """(N, H, W)."""
+    """(N, H, W) of the arrays (padded, if they are)."""
     return self.frames.shape[:3]
+
+  def video(self) -> render.VideoShape:
+    """The video's own size, as int32 scalars (traced inside jit)."""
+    return render.VideoShape(self.size[0], self.size[1], self.size[2])
 
 
 def adjacent_pair_index(pairs: np.ndarray, num_frames: int) -> np.ndarray:
@@ -127,9 +142,9 @@ def max_gap(step: jax.Array, num_frames: int, start: int, grow_every: int) -> ja
   return jnp.minimum(start + step // grow_every, num_frames - 1)
 
 
-def pair_logits(data: TrainData, src: jax.Array, gap_limit: jax.Array,
-                adjacent_mass: float) -> jax.Array:
-  """Log-probabilities [B, P] of each stored pair given source frames src [B]."""
+def pair_probs(data: TrainData, src: jax.Array, gap_limit: jax.Array,
+               adjacent_mass: float) -> jax.Array:
+  """Probabilities [B, P] of each stored pair given source frames src [B] (padded pairs: 0)."""
   gaps = jnp.abs(data.pairs[:, 1] - data.pairs[:, 0])
   cand = (data.pairs[None, :, 0] == src[:, None]) & (gaps[None] <= gap_limit) & (gaps[None] >= 1)
   adjacent = cand & (gaps[None] == 1)
@@ -139,13 +154,16 @@ def pair_logits(data: TrainData, src: jax.Array, gap_limit: jax.Array,
   far_total = jnp.sum(far_counts, axis=1, keepdims=True)
   # Adjacent pairs share adjacent_mass; if no far pair has valid pixels they get everything.
   adj_share = jnp.where(far_total > 0, adjacent_mass, 1.0)
-  probs = (jnp.where(adjacent, adj_share / jnp.maximum(n_adj, 1), 0.0)
-           + (1.0 - adj_share) * far_counts / jnp.maximum(far_total, 1e-12))
-  return jnp.where(probs > 0, jnp.log(jnp.maximum(probs, 1e-30)), -jnp.inf)
+  return (jnp.where(adjacent, adj_share / jnp.maximum(n_adj, 1), 0.0)
+          + (1.0 - adj_share) * far_counts / jnp.maximum(far_total, 1e-12))
 
 
 def _inverse_cdf(key: jax.Array, weights: jax.Array, num: int) -> jax.Array:
-  """num draws (with replacement) from unnormalised weights [B, M] -> [B, num] int32 indices."""
+  """num draws (with replacement) from unnormalised weights [B, M] -> [B, num] int32 indices.
+
+  The uniforms have shape [B, num] whatever M is, so zero-weight entries appended to the rows
+  (padding) change no draw.
+  """
   cdf = jnp.cumsum(weights, axis=-1)
   u = jax.random.uniform(key, (weights.shape[0], num)) * cdf[:, -1:]
   idx = jax.vmap(lambda c, q: jnp.searchsorted(c, q, side='right'))(cdf, u)
@@ -161,27 +179,30 @@ def sample_batch(key: jax.Array, data: TrainData, step: jax.Array, cfg: SamplerC
     data: the video's TrainData.
     step: [] int32 0-based step.
     cfg: sampling parameters.
-    error_map: [N, H, W] float32 blurred mapping error of adjacent flows (hard mining).
-    frame_error: [N] float32 mean mapping error per frame.
+    error_map: [N, H, W] float32 blurred mapping error of adjacent flows (hard mining; zero
+      in padding).
+    frame_error: [N] float32 mean mapping error per frame (padded frames are never drawn).
     hard_mining: [] bool, whether error-based sampling is active at this step.
   """
-  n, h, w = data.shape
+  _, h, w = data.shape  # Padded sizes: the layout of the arrays.
+  n, real_h, real_w = data.size[0], data.size[1], data.size[2]
   b, r = cfg.num_pairs, cfg.num_points
   k_src, k_pair, k_pts, k_hard, k_swap = jax.random.split(key, 5)
 
-  frame_logits = jnp.where(hard_mining, jnp.log(jnp.maximum(frame_error, 1e-12)), 0.0)
-  src = jax.random.categorical(k_src, frame_logits, shape=(b,)).astype(jnp.int32)
+  frame_w = jnp.where(hard_mining, jnp.maximum(frame_error, 1e-12), 1.0)
+  frame_w = jnp.where(jnp.arange(frame_error.shape[0]) < n, frame_w, 0.0)
+  src = _inverse_cdf(k_src, frame_w[None], b)[0]
   gap_limit = max_gap(step, n, cfg.max_gap_start, cfg.max_gap_grow_every)
-  pair = jax.random.categorical(k_pair, pair_logits(data, src, gap_limit, cfg.adjacent_mass),
-                                axis=-1).astype(jnp.int32)
+  pair = _inverse_cdf(k_pair, pair_probs(data, src, gap_limit, cfg.adjacent_mass), 1)[:, 0]
   tgt = data.pairs[pair, 1]
   gap = jnp.abs(tgt - src)
 
+  inside = ((jnp.arange(h) < real_h)[:, None] & (jnp.arange(w) < real_w)[None]).reshape(h * w)
   cycle = data.cycle[pair].reshape(b, h * w)
-  valid = jnp.where((gap == 1)[:, None], True, cycle | data.occluded[pair].reshape(b, h * w))
+  valid = jnp.where((gap == 1)[:, None], inside, cycle | data.occluded[pair].reshape(b, h * w))
   has_valid = jnp.any(valid, axis=-1)
   # A pair without valid pixels keeps all pixels as placeholders and gets zero weight.
-  valid = valid | ~has_valid[:, None]
+  valid = valid | (~has_valid[:, None] & inside)
   base_w = valid / jnp.sqrt(data.counts[src].reshape(b, h * w) + 1.0)
   idx = _inverse_cdf(k_pts, base_w, r)
   num_hard = int(round(r * cfg.hard_mining_fraction))
@@ -217,4 +238,5 @@ def train_data(seq) -> TrainData:
       frames=seq.frames.astype(np.float32) / 255.0, pairs=seq.pairs.astype(np.int32),
       flows=seq.flows.astype(np.float16), cycle=seq.cycle, occluded=seq.occluded,
       counts=seq.counts.astype(np.float32), pair_counts=seq.pair_counts.astype(np.float32),
-      adjacent_pair=adjacent_pair_index(seq.pairs, seq.frames.shape[0]))
+      adjacent_pair=adjacent_pair_index(seq.pairs, seq.frames.shape[0]),
+      size=np.asarray(seq.frames.shape[:3], np.int32))

@@ -194,15 +194,17 @@ def _tree_all_finite(tree) -> jax.Array:
 
 
 def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformation,
-                    video: render.VideoShape, samp_cfg: sampler.SamplerConfig,
-                    loss_cfg: LossConfig, hard_mining_start: int, schedules=None,
-                    remat_chunks: int = 1):
+                    samp_cfg: sampler.SamplerConfig, loss_cfg: LossConfig,
+                    hard_mining_start: int, schedules=None, remat_chunks: int = 1):
   """Builds the pure `train_step(state, data, root_key) -> (state, metrics)`.
 
+  The video's frame count and size come from `data.size` (data, not constants), so one compiled
+  step serves any video whose arrays have the compiled shapes, padded ones included.
   remat_chunks: see `compute_losses` (num_chunks); config.train.remat_chunks.
   """
 
   def train_step(state: TrainState, data: sampler.TrainData, root_key: jax.Array):
+    video = data.video()
     key = jax.random.fold_in(root_key, state.step)
     k_batch, k_strat = jax.random.split(key)
     hard = state.step >= hard_mining_start
@@ -264,18 +266,18 @@ def make_multi_step(train_step, num_steps: int):
 
 
 @functools.lru_cache(maxsize=4)
-def compiled_train_steps(model_cfg: model_lib.ModelConfig, video: render.VideoShape,
+def compiled_train_steps(model_cfg: model_lib.ModelConfig,
                          samp_cfg: sampler.SamplerConfig, loss_cfg: LossConfig,
                          opt_cfg: OptimConfig, hard_mining_start: int,
                          steps_per_dispatch: int, remat_chunks: int = 1):
   """(model, tx, multi-step fn, single-step fn), jitted with the state donated.
 
   Cached per process on the (hashable) explicit configs, so that several runs of the same setting
-  in one process (resume, evaluation suites, tests) compile the step once.
+  in one process (resume, evaluation suites, tests) compile the step once per data shape.
   """
   model = model_lib.OmniMotion(model_cfg)
   tx = make_optimizer(opt_cfg)
-  train_step = make_train_step(model, tx, video, samp_cfg, loss_cfg, hard_mining_start,
+  train_step = make_train_step(model, tx, samp_cfg, loss_cfg, hard_mining_start,
                                lr_schedules(opt_cfg), remat_chunks)
   multi = jax.jit(make_multi_step(train_step, steps_per_dispatch), donate_argnums=0)
   single = jax.jit(train_step, donate_argnums=0) if steps_per_dispatch > 1 else multi

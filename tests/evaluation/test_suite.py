@@ -152,3 +152,21 @@ def test_omnimotion_run_scores_all_three_trackers(config, data_dir, tmp_path, mo
   assert sorted(p.name for p in run_files('run_*/checkpoints/*')) == checkpoints
   assert again['metrics']['omnimotion']['occlusion_accuracy'] != (
       result['metrics']['omnimotion']['occlusion_accuracy'])  # Cycle check now occludes ~all.
+
+
+def test_batched_evaluation_matches_one_video_at_a_time(config, data_dir, tmp_path):
+  """--batch_videos 2: the two videos train as one program; the results match one at a time."""
+  single = _run(config, data_dir, tmp_path / 'single', videos='0,1')
+  batched = _run(config, data_dir, tmp_path / 'batched', videos='0,1', batch_videos=2)
+  assert batched['evaluated'] == single['evaluated'] == [FIRST_VIDEO, SECOND_VIDEO]
+  for video in (FIRST_VIDEO, SECOND_VIDEO):
+    a, b = (json.loads((tmp_path / out / 'videos' / video / 'result.json').read_text())
+            for out in ('single', 'batched'))
+    for tracker in evaluator.TRACKERS:
+      for metric, value in a['metrics'][tracker].items():
+        assert abs(b['metrics'][tracker][metric] - value) < 1e-3, (video, tracker, metric)
+    train = json.loads((tmp_path / 'batched' / 'videos' / video / b['workdir']
+                        / 'train.json').read_text())
+    assert train['batch_videos'] == 2 and {'preprocess', 'train'} <= set(b['wall_s'])
+  with pytest.raises(UserInputError, match='either --batch_videos or --workers'):
+    _run(config, data_dir, tmp_path / 'both', batch_videos=2, workers=2)
