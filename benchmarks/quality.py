@@ -11,6 +11,10 @@ times.
 
 Runs resume: a video whose workdir already has eval.json for this config hash is not redone.
 
+--batch_videos B trains B videos at a time as one vmapped program in this process
+(`pipeline.train_many_stage`; their workdirs go to a `_batchB` folder), then tracks and scores
+each; compare its table with a one-at-a-time run's (benchmarks/batch.py has the throughput).
+
 --workers W trains W videos at a time, each worker process pinned to its own share of the CPU
 cores. On the 2-core CPU, two one-core workers do 1.36x the training steps per second of one
 process using both cores (one process: 62.7 ms/step; two: 91-93 ms/step each, cpu_quality on a
@@ -42,7 +46,9 @@ from omnimotion_jax.evaluation import workers  # noqa: E402
 TRACKERS = ('omnimotion', 'chained', 'direct')
 
 
-def run_video(sample: dict, workdir: Path, config, query_mode: str) -> dict:
+def run_video(sample: dict, workdir: Path, config, query_mode: str,
+              train_s: float | None = None) -> dict:
+  """One video end to end; train_s: it was already trained (in a batch) in this many seconds."""
   chash = config_hash(config)
   eval_path = workdir / workdir_lib.EVAL
   if eval_path.exists():
@@ -55,8 +61,9 @@ def run_video(sample: dict, workdir: Path, config, query_mode: str) -> dict:
   pipeline.preprocess_stage(video, workdir, config)
   times['preprocess_s'] = time.time() - t0
   t0 = time.time()
-  pipeline.train_stage(config, workdir)
-  times['train_s'] = time.time() - t0
+  if train_s is None:
+    pipeline.train_stage(config, workdir)
+  times['train_s'] = time.time() - t0 if train_s is None else train_s
   if query_mode == 'strided':
     queries, group = sample['query_points_strided'], sample['trackgroup_strided']
   else:
@@ -81,6 +88,34 @@ def _video_job(suite: str, index: int, config_name: str, overrides: list[str], r
   return index, sample['name'], result, time.time() - start
 
 
+def _batch_job(suite: str, indices: list[int], config_name: str, overrides: list[str], root: str,
+               query_mode: str) -> list[tuple[int, str, dict, float]]:
+  """Several videos trained as one batch (pipeline.train_many_stage), then tracked and scored."""
+  start = time.time()
+  config = load_config(config_name, overrides)
+  samples = [synthetic.suite_video(suite, index) for index in indices]
+  workdirs = [Path(root) / f'{i:02d}_{s["name"]}' for i, s in zip(indices, samples)]
+  todo = [k for k, w in enumerate(workdirs) if not _is_done(w, config)]
+  for k in todo:
+    pipeline.preprocess_stage(samples[k]['video'], workdirs[k], config)
+  t0 = time.time()
+  if todo:
+    pipeline.train_many_stage(config, [workdirs[k] for k in todo])
+  train_s = (time.time() - t0)
+  shared = (time.time() - start) / len(indices)
+  out = []
+  for index, sample, workdir in zip(indices, samples, workdirs):
+    t0 = time.time()
+    result = run_video(sample, workdir, config, query_mode, train_s=train_s)
+    out.append((index, sample['name'], result, shared + time.time() - t0))
+  return out
+
+
+def _is_done(workdir: Path, config) -> bool:
+  path = workdir / workdir_lib.EVAL
+  return path.exists() and json.loads(path.read_text()).get('config_hash') == config_hash(config)
+
+
 def summarize(per_video: list[dict]) -> dict:
   means = {}
   for tracker in TRACKERS:
@@ -103,13 +138,20 @@ def main(argv=None) -> int:
   parser.add_argument('--workers', type=int, default=1,
                       help='videos trained at a time, each worker pinned to its own cores '
                            '(2 on the 2-core CPU: 1.36x the suite throughput; default: 1)')
+  parser.add_argument('--batch_videos', type=int, default=1,
+                      help='videos trained at a time as one vmapped batch in this process '
+                           '(train/batch.py; its own workroot folder); default: 1')
   args = parser.parse_args(argv)
+  if args.batch_videos < 1 or (args.batch_videos > 1 and args.workers > 1):
+    parser.error('--batch_videos must be >= 1, and not combined with --workers.')
 
   enable_compilation_cache()
   config = load_config(args.config, args.overrides)
   specs = synthetic.SUITES[args.suite]
   indices = range(len(specs)) if args.videos is None else [int(i) for i in args.videos.split(',')]
   root = Path(args.workroot) / f'{args.suite}_{config_hash(config)}'
+  if args.batch_videos > 1:  # Not the one-at-a-time runs' folders (their eval.json is reused).
+    root = root.with_name(f'{root.name}_batch{args.batch_videos}')
   start = time.time()
   results = {}
 
@@ -123,7 +165,14 @@ def main(argv=None) -> int:
 
   jobs = [(args.suite, index, args.config, args.overrides, str(root), args.query_mode)
           for index in indices]
-  if args.workers == 1:
+  if args.batch_videos > 1:
+    with contextlib.nullcontext() if args.progress else progress_lib.quiet():
+      for first in range(0, len(indices), args.batch_videos):
+        group = list(indices[first:first + args.batch_videos])
+        for result in _batch_job(args.suite, group, args.config, args.overrides, str(root),
+                                 args.query_mode):
+          report(*result)
+  elif args.workers == 1:
     with contextlib.nullcontext() if args.progress else progress_lib.quiet():
       for job in jobs:
         report(*_video_job(*job))
@@ -134,7 +183,7 @@ def main(argv=None) -> int:
   means = summarize(per_video)
   out = {'suite': args.suite, 'config': args.config, 'overrides': args.overrides,
          'config_hash': config_hash(config), 'query_mode': args.query_mode,
-         'workers': args.workers, 'wall_s': time.time() - start, 'mean': means, 'videos': per_video,
+         'workers': args.workers, 'batch_videos': args.batch_videos, 'wall_s': time.time() - start, 'mean': means, 'videos': per_video,
          'resolved_config': config.to_dict()}
   json_path = Path(args.json) if args.json else root / 'quality.json'
   json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -141,13 +141,17 @@ def _prepare_training(config: ml_collections.ConfigDict, workdir: Path):
   return sampler.train_data(seq), snapshot
 
 
-def train_stage(config: ml_collections.ConfigDict, workdir: Path,
-                stop_at: int | None = None) -> train_loop.step_lib.TrainState:
-  """Trains on workdir's store (resuming), saving pseudo-depth snapshots at checkpoints."""
+def train_stage(config: ml_collections.ConfigDict, workdir: Path, stop_at: int | None = None,
+                devices=None) -> train_loop.step_lib.TrainState:
+  """Trains on workdir's store (resuming), saving pseudo-depth snapshots at checkpoints.
+
+  devices: several devices split each step's rays between them (train/parallel.py).
+  """
   workdir = Path(workdir)
   data, snapshot = _prepare_training(config, workdir)
   start = time.time()
-  state = train_loop.fit(config, workdir, data, stop_at=stop_at, on_checkpoint=snapshot)
+  state = train_loop.fit(config, workdir, data, stop_at=stop_at, on_checkpoint=snapshot,
+                         devices=devices)
   workdir_lib.record_timing(workdir, 'train', time.time() - start)
   return state
 

@@ -4,6 +4,11 @@ import os
 import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Two CPU devices, so batches and data parallelism are tested across devices in this process
+# (single-video programs run on the first, as they would with one).
+if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
+                             + ' --xla_force_host_platform_device_count=2').strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -11,6 +16,7 @@ import pytest  # noqa: E402
 # Tests compile the same programs on every run; cache them on disk next to the repo.
 _CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.cache', 'xla')
 jax.config.update('jax_compilation_cache_dir', _CACHE)
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)  # And in the tests' subprocesses.
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 

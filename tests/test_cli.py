@@ -128,3 +128,20 @@ def test_quiet_hides_bars_and_restores_the_level():
   with progress.quiet():
     assert progress.bar(range(2)).disable and not progress.enabled()
   assert progress.enabled()
+
+
+def test_cpu_devices_and_several_workdirs_give_one_line_errors(tmp_path):
+  from omnimotion_jax import cli
+  import jax
+  jax.devices()  # JAX has started in this process: forcing devices can no longer work.
+  assert cli.main(['--cpu_devices', '2', 'config', '--config', 'cpu_tiny']) == 2
+  result = _run('--cpu_devices', '0', 'config', '--config', 'cpu_tiny')
+  assert result.returncode == 2 and '>= 1' in result.stderr and 'Traceback' not in result.stderr
+  result = _run('run', 'a.mp4', 'b.mp4', '--workdir', str(tmp_path / 'w'))
+  assert result.returncode == 2 and '2 videos but 1 --workdir' in result.stderr
+  result = _run('train', '--workdir', str(tmp_path / 'w'), str(tmp_path / 'w'), '--config',
+                'cpu_tiny')
+  assert result.returncode == 2 and 'different folder' in result.stderr
+  result = _run('train', '--workdir', str(tmp_path / 'a'), str(tmp_path / 'b'), '--config',
+                'cpu_tiny', '--data_parallel')
+  assert result.returncode == 2 and 'one video' in result.stderr

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -27,6 +26,7 @@ from omnimotion_jax.errors import TrainingInterrupted, UserInputError
 from omnimotion_jax.model import model as model_lib
 from omnimotion_jax.model import render
 from omnimotion_jax.train import batch as batch_lib
+from omnimotion_jax.train import parallel as parallel_lib
 from omnimotion_jax.train import priors
 from omnimotion_jax.train import sampler
 from omnimotion_jax.train import step as step_lib
@@ -159,7 +159,8 @@ def prepare_data(config: ml_collections.ConfigDict, data: sampler.TrainData) -> 
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.TrainData, *,
-        stop_at: int | None = None, on_checkpoint=None) -> step_lib.TrainState:
+        stop_at: int | None = None, on_checkpoint=None,
+        devices: Sequence[jax.Device] | None = None) -> step_lib.TrainState:
   """Optimises the model for `config.train.num_steps`, resuming from `workdir` if possible.
 
   Args:
@@ -169,13 +170,17 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, data: sampler.Tr
     stop_at: stop (with a checkpoint) once this step is reached, as if interrupted.
     on_checkpoint: optional callback(step, state) run at every periodic and final checkpoint
       (e.g. pseudo-depth snapshots for the report).
+    devices: several devices split each step's rays between them (data parallelism,
+      train/parallel.py); default: one device.
 
   Returns:
     The final (or interrupted) TrainState.
   """
   callback = None if on_checkpoint is None else (lambda _, step, state: on_checkpoint(step, state))
-  return _fit_group(config, [Path(workdir)], [data], devices=None, stop_at=stop_at,
-                    on_checkpoint=callback)[0]
+  parallel = devices is not None and len(devices) > 1
+  return _fit_group(config, [Path(workdir)], [data], devices=tuple(devices) if parallel else None,
+                    stop_at=stop_at, on_checkpoint=callback, mode='parallel' if parallel
+                    else 'single')[0]
 
 
 def fit_many(config: ml_collections.ConfigDict, workdirs: Sequence[str | Path],
@@ -204,25 +209,27 @@ def fit_many(config: ml_collections.ConfigDict, workdirs: Sequence[str | Path],
     callback = None if on_checkpoint is None else (
         lambda i, step, state, members=members: on_checkpoint(members[i], step, state))
     out = _fit_group(config, [workdirs[i] for i in members], [datas[i] for i in members],
-                     devices=devices, stop_at=stop_at, on_checkpoint=callback)
+                     devices=devices, stop_at=stop_at, on_checkpoint=callback, mode='batch')
     for i, state in zip(members, out):
       states[i] = state
   return states
 
 
-def _fit_group(config, workdirs: list[Path], datas, *, devices, stop_at, on_checkpoint):
-  """The loop of `fit` (devices None: one video, unbatched) and `fit_many` (one start step)."""
+def _fit_group(config, workdirs: list[Path], datas, *, devices, stop_at, on_checkpoint, mode):
+  """The loop of `fit` (mode 'single', or 'parallel' over devices) and `fit_many` ('batch':
+  videos with one start step)."""
   tc = config.train
   validate_schedule(tc)
   for workdir in workdirs:
     workdir.mkdir(parents=True, exist_ok=True)
     check_resumable(config, workdir)
-  batched = devices is not None
+  batched = mode == 'batch'
   model_cfg = model_lib.model_config(config.model)
-  compiled = batch_lib.compiled_batched_steps if batched else step_lib.compiled_train_steps
+  compiled = {'single': step_lib.compiled_train_steps, 'batch': batch_lib.compiled_batched_steps,
+              'parallel': parallel_lib.compiled_parallel_steps}[mode]
   model, tx, multi, single = compiled(
       model_cfg, *step_lib.train_configs(tc), tc.hard_mining.start, tc.steps_per_dispatch,
-      tc.remat_chunks, *((devices,) if batched else ()))
+      tc.remat_chunks, *(() if mode == 'single' else (devices,)))
   init_key, loop_key = jax.random.split(jax.random.PRNGKey(config.seed))
   datas = [prepare_data(config, d) for d in datas]
   shapes = [render.VideoShape(*d.frames.shape[:3]) for d in datas]
@@ -250,7 +257,9 @@ def _fit_group(config, workdirs: list[Path], datas, *, devices, stop_at, on_chec
     video_state = lambda tree, b: batch_lib.crop_state(batch_lib.unstack(tree, b), datas[b].size)
     video_metrics = batch_lib.unstack
   else:
-    state, data, keys = states[0], jax.device_put(datas[0]), loop_key
+    place = (jax.device_put if mode == 'single'
+             else lambda tree: jax.device_put(tree, parallel_lib.replicated(devices)))
+    state, data, keys = place(states[0]), place(datas[0]), place(loop_key)
     video_state = video_metrics = lambda tree, b: tree
 
   def refresh_maps(state):
@@ -259,7 +268,7 @@ def _fit_group(config, workdirs: list[Path], datas, *, devices, stop_at, on_chec
         shape, hard, chunk_size=config.track.chunk_size)
             for b, (shape, flows) in enumerate(zip(shapes, flows_adjacent))]
     if not batched:
-      return state.replace(error_map=jnp.asarray(maps[0][0]), frame_error=jnp.asarray(maps[0][1]))
+      return state.replace(error_map=place(maps[0][0]), frame_error=place(maps[0][1]))
     padded_maps = [batch_lib.pad_to(m, padded[:3]) for m, _ in maps]
     errors = [batch_lib.pad_to(e, padded[:1]) for _, e in maps]
     return state.replace(error_map=place(np.stack([padded_maps[i] for i in slots])),

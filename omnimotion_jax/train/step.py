@@ -195,8 +195,13 @@ def _tree_all_finite(tree) -> jax.Array:
 
 def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformation,
                     samp_cfg: sampler.SamplerConfig, loss_cfg: LossConfig,
-                    hard_mining_start: int, schedules=None, remat_chunks: int = 1):
+                    hard_mining_start: int, schedules=None, remat_chunks: int = 1,
+                    axis_name: str | None = None):
   """Builds the pure `train_step(state, data, root_key) -> (state, metrics)`.
+
+  axis_name: data parallelism over a mapped axis of that name (train/parallel.py): each member
+  draws its own pairs (its index folded into the key) and the losses and gradients are averaged
+  over the axis before the (then identical) update.
 
   The video's frame count and size come from `data.size` (data, not constants), so one compiled
   step serves any video whose arrays have the compiled shapes, padded ones included.
@@ -206,6 +211,8 @@ def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformatio
   def train_step(state: TrainState, data: sampler.TrainData, root_key: jax.Array):
     video = data.video()
     key = jax.random.fold_in(root_key, state.step)
+    if axis_name is not None:
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
     k_batch, k_strat = jax.random.split(key)
     hard = state.step >= hard_mining_start
     batch = sampler.sample_batch(k_batch, data, state.step, samp_cfg, state.error_map,
@@ -225,6 +232,9 @@ def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformatio
       return total, terms
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    valid_frac = jnp.mean(batch.weights > 0)
+    if axis_name is not None:
+      loss, terms, grads, valid_frac = jax.lax.pmean((loss, terms, grads, valid_frac), axis_name)
     finite = jnp.isfinite(loss) & _tree_all_finite(grads)
     # Zero non-finite gradients before the update so no NaN enters the optimiser state; the
     # result is then discarded anyway when the step is skipped.
@@ -240,7 +250,7 @@ def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformatio
     metrics.update({
         'loss': loss, 'grad_norm': optax.tree.norm(grads), 'finite': finite,
         'in_image_frac': terms['_in_image_frac'], 'max_gap': batch.max_gap,
-        'valid_weight_frac': jnp.mean(batch.weights > 0), 'hard_mining': hard,
+        'valid_weight_frac': valid_frac, 'hard_mining': hard,
         'num_skipped': new_state.num_skipped,
     })
     if schedules:

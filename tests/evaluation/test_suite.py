@@ -7,6 +7,7 @@ warm, up to ~55 s on a cold cache on a busy 2-core CPU; everything else takes a 
 """
 
 import json
+import os
 import logging
 
 import pytest
@@ -170,3 +171,30 @@ def test_batched_evaluation_matches_one_video_at_a_time(config, data_dir, tmp_pa
     assert train['batch_videos'] == 2 and {'preprocess', 'train'} <= set(b['wall_s'])
   with pytest.raises(UserInputError, match='either --batch_videos or --workers'):
     _run(config, data_dir, tmp_path / 'both', batch_videos=2, workers=2)
+
+
+def test_a_two_process_distributed_job_splits_the_set_by_process(data_dir, tmp_path):
+  """`eval --distributed` in two local processes (jax.distributed with a coordinator): each
+  evaluates its process_index shard, and the last one to finish writes the whole summary."""
+  import socket
+  import subprocess
+  import sys
+  _run(load_config('cpu_tiny'), data_dir, tmp_path / 'prepare', baseline='chained',
+       videos='0')  # Prepares the set once: TFDS preparation must not run concurrently.
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  command = [sys.executable, '-m', 'omnimotion_jax.cli', 'eval', '--dataset', DATASET,
+             '--resolution', RESOLUTION, '--config', 'cpu_tiny', '--baseline', 'chained',
+             '--data_dir', str(data_dir), '--out', str(tmp_path / 'out'), '--distributed',
+             '--coordinator', f'localhost:{port}', '--num_processes', '2']
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  procs = [subprocess.Popen(command + ['--process_id', str(i)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outputs
+  for i, (_, log) in enumerate(outputs):
+    assert f'2 of 4 selected videos in shard {i}/2' in log, log[-2000:]
+  positions = {json.loads(path.read_text())['position']
+               for path in (tmp_path / 'out' / 'videos').glob('*/result.json')}
+  assert positions == {0, 1, 2, 3}

