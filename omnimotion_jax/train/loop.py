@@ -208,8 +208,10 @@ def fit_many(config: ml_collections.ConfigDict, workdirs: Sequence[str | Path],
   for members in groups.values():
     callback = None if on_checkpoint is None else (
         lambda i, step, state, members=members: on_checkpoint(members[i], step, state))
+    # No more devices than videos: a copy of a video on an idle device would only cost time.
     out = _fit_group(config, [workdirs[i] for i in members], [datas[i] for i in members],
-                     devices=devices, stop_at=stop_at, on_checkpoint=callback, mode='batch')
+                     devices=devices[:len(members)], stop_at=stop_at, on_checkpoint=callback,
+                     mode='batch')
     for i, state in zip(members, out):
       states[i] = state
   return states

@@ -75,13 +75,21 @@ def _shape(data):
   return render.VideoShape(*data.frames.shape[:3])
 
 
-def test_the_tests_see_two_devices():
-  assert jax.device_count() == 2  # conftest.py forces two host devices.
+def _need_devices(count: int):
+  # conftest.py forces two CPU devices; on an accelerator with one chip these cases skip.
+  if jax.device_count() < count:
+    pytest.skip(f'needs {count} devices, {jax.device_count()} present')
+
+
+def test_the_cpu_tests_see_two_devices():
+  if jax.default_backend() == 'cpu':
+    assert jax.device_count() == 2
 
 
 @pytest.mark.parametrize('num_videos,num_devices', [(1, 1), (2, 2), (3, 1), (3, 2)])
 def test_a_padded_batch_gives_each_video_the_result_of_training_it_alone(videos, num_videos,
                                                                          num_devices):
+  _need_devices(num_devices)
   config = _config()
   devices = jax.devices()[:num_devices]
   (model, tx, _, single), (_, _, _, batched) = _steps(config, devices)
@@ -176,6 +184,7 @@ def test_an_interrupted_batch_resumes_bit_identically_and_writes_each_videos_run
 def test_after_a_full_run_a_batch_on_two_devices_tracks_like_each_video_alone(run_dirs):
   # cpu_tiny's 50 steps (hard-mining maps refreshed per video) for 3 videos of different sizes
   # on 2 devices (a copy of the last video fills the fourth slot), then tracked.
+  _need_devices(2)
   root, dirs = run_dirs
   config = _config()
   datas = [sampler.train_data(workdir_lib.load_sequence(w)) for w in dirs]
@@ -190,7 +199,7 @@ def test_after_a_full_run_a_batch_on_two_devices_tracks_like_each_video_alone(ru
     c = np.load(pipeline.track_stage(config, run, grid=8))
     worst = max(worst, float(np.abs(a['tracks'] - c['tracks']).max()))
     flipped = max(flipped, float((a['occluded'] != c['occluded']).mean()))
-  # Measured: 0.06 px largest difference (tracks in input px), from float reordering alone.
+  print(f'largest track difference {worst:.4f} px, occlusion flags differing {flipped:.4f}')
   assert worst < 0.25 and flipped < 0.02, (worst, flipped)
 
 
@@ -198,6 +207,7 @@ def test_data_parallel_training_splits_the_rays_and_averages_the_gradients(run_d
   # One video over 2 devices (train/parallel.py): the sharded step equals the same step emulated
   # on one device by vmap with a named axis (each member draws its own half of the pairs; pmean
   # of losses and gradients), and `fit` runs, checkpoints and resumes with it bit-identically.
+  _need_devices(2)
   root, dirs = run_dirs
   config = _config('train.num_steps=8', 'train.checkpoint_every=4')
   data = sampler.train_data(workdir_lib.load_sequence(dirs[0]))
