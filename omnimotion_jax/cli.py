@@ -78,13 +78,13 @@ def cmd_preprocess(args) -> None:
   pipeline.preprocess_stage(args.video, Path(args.workdir), _saved_or_given_config(args))
 
 
-def _several_workdirs(args, what: str = 'WORKDIR'):
+def _several_workdirs(args):
   """(workdirs, config) of a command given several run folders, which share one config."""
   from omnimotion_jax import workdir
   from omnimotion_jax.train import loop
   workdirs = [Path(w) for w in args.workdir]
   if len(set(w.resolve() for w in workdirs)) != len(workdirs):
-    raise UserInputError(f'--workdir: each {what} must be a different folder.')
+    raise UserInputError('--workdir: each WORKDIR must be a different folder.')
   config = _saved_or_given_config(args, str(workdirs[0]))
   for path in workdirs[1:]:
     saved = workdir.load_saved_config(path)

@@ -198,14 +198,16 @@ def evaluate_video(example: dict, video_dir: Path, config: ml_collections.Config
     return result
 
   workdir = run_directory(video_dir, config)
-  t0 = time.time()
-  pipeline.preprocess_stage(video, workdir, config)  # The frames themselves, no file trip.
-  wall['preprocess'] = time.time() - t0
-  if 'omnimotion' in trackers and 'train' not in (done_s or {}):
+  done_s = done_s or {}
+  if 'preprocess' not in done_s:
+    t0 = time.time()
+    pipeline.preprocess_stage(video, workdir, config)  # The frames themselves, no file trip.
+    wall['preprocess'] = time.time() - t0
+  if 'omnimotion' in trackers and 'train' not in done_s:
     t0 = time.time()
     pipeline.train_stage(config, workdir)
     wall['train'] = time.time() - t0
-  wall.update(done_s or {})
+  wall.update(done_s)
   metrics = score.evaluate_workdir(
       config, workdir, query_points=sampled['query_points'],
       target_points=sampled['target_points'], occluded=sampled['occluded'],

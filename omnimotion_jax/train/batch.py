@@ -120,27 +120,24 @@ def _per_device(train_step):
 @functools.lru_cache(maxsize=4)
 def compiled_batched_steps(model_cfg: model_lib.ModelConfig, samp_cfg: sampler.SamplerConfig,
                            loss_cfg: step_lib.LossConfig, opt_cfg: step_lib.OptimConfig,
-                           hard_mining_start: int, steps_per_dispatch: int, remat_chunks: int = 1,
-                           devices: tuple[jax.Device, ...] | None = None):
+                           hard_mining_start: int, steps_per_dispatch: int, remat_chunks: int,
+                           devices: tuple[jax.Device, ...]):
   """(model, tx, multi-step fn, single-step fn) over a video axis, jitted with the state donated.
 
   The functions take (state, data, root_keys) whose leaves all lead with the video axis B, as
-  `stack` builds them. Without `devices`: the step vmapped over B on the default device. With
-  them (B a multiple of len(devices); see `batch_slots`): a `shard_map` over a 1-D 'videos' mesh,
-  each device running its B/D videos (the plain step if B = D) with no cross-device traffic; the
-  dispatch's steps loop on each device (lax.scan inside the map).
+  `stack` builds them, B a multiple of len(devices) (see `batch_slots`). They are a `shard_map`
+  over a 1-D 'videos' mesh: each device runs its B/D videos (the plain step if B = D, else
+  vmapped) with no cross-device traffic, the dispatch's steps looping on each device (lax.scan
+  inside the map).
   """
   model = model_lib.OmniMotion(model_cfg)
   tx = step_lib.make_optimizer(opt_cfg)
   train_step = step_lib.make_train_step(
       model, tx, samp_cfg, loss_cfg, hard_mining_start, step_lib.lr_schedules(opt_cfg),
       remat_chunks)
-  if devices:
-    mesh = Mesh(np.asarray(devices), (VIDEO_AXIS,))
-    spec = PartitionSpec(VIDEO_AXIS)
-    wrap = lambda fn: jax.shard_map(_per_device(fn), mesh=mesh, in_specs=spec, out_specs=spec)
-  else:
-    wrap = jax.vmap
+  mesh = Mesh(np.asarray(devices), (VIDEO_AXIS,))
+  spec = PartitionSpec(VIDEO_AXIS)
+  wrap = lambda fn: jax.shard_map(_per_device(fn), mesh=mesh, in_specs=spec, out_specs=spec)
   multi = jax.jit(wrap(step_lib.make_multi_step(train_step, steps_per_dispatch)),
                   donate_argnums=0)
   single = jax.jit(wrap(train_step), donate_argnums=0) if steps_per_dispatch > 1 else multi

@@ -252,36 +252,38 @@ def _fit_group(config, workdirs: list[Path], datas, *, devices, stop_at, on_chec
   if batched:
     padded = batch_lib.padded_shape(datas)
     slots = batch_lib.batch_slots(len(datas), len(devices))
-    place = lambda tree: jax.device_put(tree, batch_lib.video_sharding(devices))
-    state = place(batch_lib.stack([batch_lib.pad_state(states[i], padded) for i in slots]))
-    data = place(batch_lib.stack([batch_lib.pad_data(datas[i], padded) for i in slots]))
-    keys = place(batch_lib.stack([loop_key] * len(slots)))
+    sharding = batch_lib.video_sharding(devices)
+    # One entry per video -> the batch axis (copies fill the slots), on the devices.
+    put = lambda items: jax.device_put(batch_lib.stack([items[i] for i in slots]), sharding)
+    state = put([batch_lib.pad_state(s, padded) for s in states])
+    data = put([batch_lib.pad_data(d, padded) for d in datas])
+    keys = put([loop_key] * len(datas))
     video_state = lambda tree, b: batch_lib.crop_state(batch_lib.unstack(tree, b), datas[b].size)
+    video_params = lambda tree, b: batch_lib.unstack(tree.params, b)
     video_metrics = batch_lib.unstack
   else:
     place = (jax.device_put if mode == 'single'
              else lambda tree: jax.device_put(tree, parallel_lib.replicated(devices)))
     state, data, keys = place(states[0]), place(datas[0]), place(loop_key)
     video_state = video_metrics = lambda tree, b: tree
+    video_params = lambda tree, b: tree.params
 
   def refresh_maps(state):
     maps = [priors.adjacent_error_maps(
-        priors.compiled_error_mapper(model_cfg, shape), video_state(state, b).params, flows,
-        shape, hard, chunk_size=config.track.chunk_size)
+        priors.compiled_error_mapper(model_cfg, shape), video_params(state, b), flows, shape,
+        hard, chunk_size=config.track.chunk_size)
             for b, (shape, flows) in enumerate(zip(shapes, flows_adjacent))]
     if not batched:
       return state.replace(error_map=place(maps[0][0]), frame_error=place(maps[0][1]))
-    padded_maps = [batch_lib.pad_to(m, padded[:3]) for m, _ in maps]
-    errors = [batch_lib.pad_to(e, padded[:1]) for _, e in maps]
-    return state.replace(error_map=place(np.stack([padded_maps[i] for i in slots])),
-                         frame_error=place(np.stack([errors[i] for i in slots])))
+    return state.replace(error_map=put([batch_lib.pad_to(m, padded[:3]) for m, _ in maps]),
+                         frame_error=put([batch_lib.pad_to(e, padded[:1]) for _, e in maps]))
 
-  def save(step, wait=False):
+  def save(step):
     for b, mngr in enumerate(mngrs):
-      if mngr.latest_step() != step:
-        checkpoint.save(mngr, step, video_state(state, b), wait=wait)
+      video = video_state(state, b)
+      checkpoint.save(mngr, step, video)
       if on_checkpoint:
-        on_checkpoint(b, step, video_state(state, b))
+        on_checkpoint(b, step, video)
 
   step = start_step
   t_start = time.time()
@@ -320,14 +322,14 @@ def _fit_group(config, workdirs: list[Path], datas, *, devices, stop_at, on_chec
   # A finished run resumed again has nothing new; a run stopped right after a periodic
   # checkpoint already has this step on disk (orbax refuses to save a step twice).
   periodic = step % tc.checkpoint_every == 0 and step < tc.num_steps
+  out = [video_state(state, b) for b in range(num)]
   for b, mngr in enumerate(mngrs):
     if (step > start_step or restored[b] is None) and mngr.latest_step() != step:
-      checkpoint.save(mngr, step, video_state(state, b), wait=True)
+      checkpoint.save(mngr, step, out[b], wait=True)
     if on_checkpoint and step > start_step and not periodic:
-      on_checkpoint(b, step, video_state(state, b))
+      on_checkpoint(b, step, out[b])
     mngr.close()
   elapsed = time.time() - t_start
-  out = [video_state(state, b) for b in range(num)]
   for workdir, video in zip(workdirs, out):
     summary = {'steps_done': step, 'start_step': start_step, 'wall_s': elapsed,
                'steps_per_s': (step - start_step) / max(elapsed, 1e-9),
