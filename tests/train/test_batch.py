@@ -86,7 +86,7 @@ def test_the_cpu_tests_see_two_devices():
     assert jax.device_count() == 2
 
 
-@pytest.mark.parametrize('num_videos,num_devices', [(1, 1), (2, 2), (3, 1), (3, 2)])
+@pytest.mark.parametrize('num_videos,num_devices', [(1, 1), (2, 1), (2, 2), (3, 1), (3, 2)])
 def test_a_padded_batch_gives_each_video_the_result_of_training_it_alone(videos, num_videos,
                                                                          num_devices):
   _need_devices(num_devices)
