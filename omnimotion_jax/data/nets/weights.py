@@ -1,0 +1,112 @@
+"""Converted network weights on disk: one .npz that loads without PyTorch.
+
+A weights file holds a Flax variables tree ({'params': ..., 'batch_stats': ...}) flattened to
+'/'-joined keys ('params/fnet/conv1/kernel'), plus a JSON header under META_KEY:
+{'format': FORMAT, 'version': VERSION, 'kind': one of KINDS, 'source': the converted file's name,
+'layout': the source's key layout}. `save_weights` writes it atomically; `load_weights` checks it
+and names the file and the converter command in every error.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from omnimotion_jax import fileio
+from omnimotion_jax.errors import UserInputError
+
+FORMAT = 'omnimotion_jax.weights'
+VERSION = 1
+META_KEY = '__meta__'
+# Network kinds a weights file can hold, and the original releases each is converted from.
+KINDS = {
+    'raft': 'raft-things.pth (official RAFT) or torchvision raft_large',
+    'raft_small': 'raft-small.pth (official RAFT) or torchvision raft_small',
+    'dino_vits16': 'dino_deitsmall16_pretrain.pth (official DINO ViT-S/16)',
+}
+CONVERT_HINT = 'omnimotion-jax convert-weights --kind {kind} SOURCE.pth {path}'
+
+
+def flatten_tree(tree, prefix: str = '') -> dict[str, np.ndarray]:
+  """Nested dicts of arrays -> {'a/b/c': array}."""
+  out = {}
+  for key, value in tree.items():
+    name = f'{prefix}/{key}' if prefix else str(key)
+    if isinstance(value, dict):
+      out.update(flatten_tree(value, name))
+    else:
+      out[name] = np.asarray(value)
+  return out
+
+
+def unflatten_tree(flat: dict[str, np.ndarray]) -> dict:
+  """{'a/b/c': array} -> nested dicts of arrays."""
+  tree: dict = {}
+  for name, value in flat.items():
+    *parents, leaf = name.split('/')
+    node = tree
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return tree
+
+
+def save_weights(path: str | os.PathLike, variables: dict, kind: str, source: str,
+                 layout: str) -> Path:
+  """Writes a Flax variables tree as a weights file (atomically).
+
+  Args:
+    path: the .npz to write.
+    variables: {'params': ..., optionally 'batch_stats': ...} of numpy/JAX float arrays.
+    kind: a KINDS key.
+    source: name of the file it was converted from (recorded, not read).
+    layout: the source's key layout (e.g. 'official', 'torchvision').
+  """
+  if kind not in KINDS:
+    raise ValueError(f'kind={kind!r}: expected one of {tuple(KINDS)}')
+  flat = {k: np.asarray(v, np.float32) for k, v in flatten_tree(variables).items()}
+  meta = {'format': FORMAT, 'version': VERSION, 'kind': kind, 'source': str(source),
+          'layout': layout}
+  flat[META_KEY] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+  return fileio.write_npz_atomic(path, flat)
+
+
+def load_weights(path: str | os.PathLike | None, kind: str, option: str) -> tuple[dict, dict]:
+  """Reads a weights file written by `save_weights` and checks that it holds `kind`.
+
+  Args:
+    path: the .npz (None: not configured).
+    kind: the KINDS key the caller needs.
+    option: the config field that names the file (for the error messages), e.g.
+      'data.raft_weights'.
+
+  Returns:
+    (variables, meta): the nested variables tree of float32 numpy arrays, and the header dict.
+  """
+  hint = (f'convert {KINDS[kind]} with `{CONVERT_HINT.format(kind=kind, path=path or "OUT.npz")}`'
+          f' and pass it as {option}=OUT.npz')
+  if not path:
+    raise UserInputError(f'{option} is not set: {kind} needs converted weights; {hint}.')
+  path = Path(path)
+  if not path.is_file():
+    raise UserInputError(f'{path}: weights file not found ({option}); {hint}.')
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      flat = {k: data[k] for k in data.files}
+  except Exception as error:  # A .pth or any other file: not an npz.
+    raise UserInputError(f'{path}: not a converted weights file ({type(error).__name__}); '
+                         f'{hint}.') from None
+  try:
+    meta = json.loads(bytes(flat.pop(META_KEY)).decode())
+    assert meta['format'] == FORMAT
+  except Exception:
+    raise UserInputError(f'{path}: not a weights file written by omnimotion-jax convert-weights; '
+                         f'{hint}.') from None
+  if meta.get('version', 0) > VERSION:
+    raise UserInputError(f'{path}: weights format version {meta["version"]} is newer than this '
+                         f'omnimotion_jax reads ({VERSION}); upgrade omnimotion_jax.')
+  if meta.get('kind') != kind:
+    raise UserInputError(f'{path}: holds {meta.get("kind")!r} weights but {option} needs {kind!r};'
+                         f' {hint}.')
+  return unflatten_tree(flat), meta
