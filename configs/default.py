@@ -75,6 +75,13 @@ def get_config() -> ml_collections.ConfigDict:
   data.flow_pattern = '{i:05d}_{j:05d}.npy'
   # Optional folder of per-frame appearance features (one [h, w, C] .npy per frame).
   data.features_dir = None
+  # Converted DINO ViT-S/16 weights (.npz from `omnimotion-jax convert-weights --kind dino_vits16
+  # dino_deitsmall16_pretrain.pth OUT.npz`): without features_dir, per-frame DINO features are
+  # computed from the frames (reference extract_dino_features.py) for the feature checks.
+  # None = no DINO features.
+  data.dino_weights = None
+  # Frames per compiled DINO call (frames; the last call is padded to it). Memory, not results.
+  data.dino_batch = 8
 
   # ---------------------------------------------------------------------------------------------
   # Model (paper Sec. 3).

@@ -44,7 +44,8 @@ def preprocess_stage(video: str | os.PathLike | np.ndarray, workdir: Path,
 
   video: a video file or folder of frames, a reference sequence folder (data.flow_backend
   'omnimotion_dir'), or uint8 frames [T, H, W, 3]. flow_dir / features_dir override data.flow_dir
-  / data.features_dir (see preprocess.load_input); keep_cache keeps workdir/flow_cache. A store
+  / data.features_dir (see preprocess.load_input); without features, data.dino_weights computes
+  DINO features (preprocess.computed_features). keep_cache keeps workdir/flow_cache. A store
   made from the same input and data config is kept as it is; an interrupted run resumes from the
   flow cache. Returns the store path.
   """
@@ -60,17 +61,21 @@ def preprocess_stage(video: str | os.PathLike | np.ndarray, workdir: Path,
   t0 = time.perf_counter()
   frames, frame_indices, probe, features = preprocess_lib.read_frames(video, inp, c)
   load_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  if features is None:
+    features = preprocess_lib.computed_features(frames, inp, c)
+  features_s = time.perf_counter() - t0
   input_size = (probe['height'], probe['width'])
   arrays, facts = preprocess_lib.preprocess_frames(
       frames, frame_indices, c, input_size=input_size, flow_dir=inp.flow_dir,
       seq_dir=inp.seq_dir, features=features, cache_dir=workdir / workdir_lib.FLOW_CACHE)
   meta, report = preprocess_lib.describe(
       arrays, facts, c, key=inp.key, source=inp.source, input_size=input_size,
-      input_frames=probe['num_frames'], fps=probe['fps'], features_dir=inp.features_dir)
+      input_frames=probe['num_frames'], fps=probe['fps'], features_dir=inp.features_source)
   t0 = time.perf_counter()
   store.write_store(store_path, meta=meta, **arrays)
-  timings = {'load': load_s, **facts['timings_s'], 'write': time.perf_counter() - t0,
-             'total': time.time() - start}
+  timings = {'load': load_s, 'features': features_s, **facts['timings_s'],
+             'write': time.perf_counter() - t0, 'total': time.time() - start}
   report.update(store=str(store_path), timings_s={k: round(v, 3) for k, v in timings.items()})
   report['bytes']['store'] = store_path.stat().st_size
   workdir_lib.write_json(report_path, report)

@@ -7,6 +7,9 @@ sequence.npz and preprocess.json (workdir.py).
 Order (reference `preprocessing/main_processing.py`): direct flow for every planned pair and
 its reverse (pairs.py), the forward-backward / occlusion / feature filter (filtering.filter_pair),
 chaining of adjacent flows to the longer pairs (filtering.chain_flows, if data.chain), count maps.
+The feature checks use per-frame features from a folder (data.features_dir, or a reference
+folder's features/dino) or, with data.dino_weights, DINO ViT-S/16 features computed from the
+processed frames (`computed_features`, nets/dino.py).
 With an 'omnimotion_dir' sequence that has raft_masks/, its flows and masks are stored as they are.
 
 Resuming: direct flows of expensive backends (DIS) are cached in chunks of CACHE_CHUNK pairs, so
@@ -29,6 +32,8 @@ from omnimotion_jax.data import flow as flow_lib
 from omnimotion_jax.data import pairs as pairs_lib
 from omnimotion_jax.data import store as store_lib
 from omnimotion_jax.data import video as video_lib
+from omnimotion_jax.data.nets import dino as dino_lib
+from omnimotion_jax.data.nets import weights as weights_lib
 from omnimotion_jax.config import config_hash
 from omnimotion_jax.errors import UserInputError
 
@@ -176,11 +181,20 @@ class _Input:
   seq_dir: Path | None  # A reference sequence folder ('omnimotion_dir').
   flow_dir: Path | None
   features_dir: Path | None
+  dino_weights: Path | None = None  # Set when DINO features are computed (data.dino_weights).
+
+  @property
+  def features_source(self) -> str | None:
+    """What the feature checks use (for the store's meta): a folder, DINO weights or None."""
+    if self.dino_weights is not None:
+      return f'{dino_lib.KIND}:{self.dino_weights}'
+    return None if self.features_dir is None else str(self.features_dir)
 
 
 def load_input(video, c, workdir: Path, *, flow_dir=None, features_dir=None) -> _Input:
   """Checks a preprocessing input and fingerprints it with config.data `c` (frames by content,
-  files by path, size and mtime). video: a file or folder, or uint8 frames [T, H, W, 3]."""
+  files by path, size and mtime, DINO weights by content). video: a file or folder, or uint8
+  frames [T, H, W, 3]."""
   if c.flow_backend not in flow_lib.BACKENDS:
     raise UserInputError(f'data.flow_backend={c.flow_backend!r}: unknown backend; use one of '
                          f'{flow_lib.BACKENDS}.')
@@ -190,9 +204,10 @@ def load_input(video, c, workdir: Path, *, flow_dir=None, features_dir=None) -> 
   if isinstance(video, np.ndarray):
     if c.flow_backend == 'omnimotion_dir':
       raise UserInputError('data.flow_backend=omnimotion_dir reads a sequence folder, not frames.')
+    dino_weights, cfg_hash = _dino_weights(c, features_dir, cfg_hash)
     digest = hashlib.sha256(f'{cfg_hash}:{_hash_array(video)}'.encode()).hexdigest()
     return _Input(_fingerprint([flow_dir, features_dir], digest, exclude=workdir),
-                  f'frames {list(video.shape)}', None, None, flow_dir, features_dir)
+                  f'frames {list(video.shape)}', None, None, flow_dir, features_dir, dino_weights)
   path = Path(video)
   if not path.exists():
     raise UserInputError(f'{path}: no such file or folder; pass a video file or a folder of '
@@ -203,8 +218,29 @@ def load_input(video, c, workdir: Path, *, flow_dir=None, features_dir=None) -> 
     seq_dir, frames_path = path, path / flow_lib.COLOR_DIR
     if features_dir is None and path.joinpath(*FEATURES_SUBDIR).is_dir():
       features_dir = path.joinpath(*FEATURES_SUBDIR)
+  dino_weights, cfg_hash = _dino_weights(c, features_dir, cfg_hash)
   key = _fingerprint([path, flow_dir, features_dir], cfg_hash, exclude=workdir)
-  return _Input(key, str(path.resolve()), frames_path, seq_dir, flow_dir, features_dir)
+  return _Input(key, str(path.resolve()), frames_path, seq_dir, flow_dir, features_dir,
+                dino_weights)
+
+
+def _dino_weights(c, features_dir, cfg_hash: str) -> tuple[Path | None, str]:
+  """(data.dino_weights, cfg_hash extended by the file's content hash) when DINO features are
+  computed (the field set, no features folder), else (None, cfg_hash). Checks the file now."""
+  if features_dir is not None or not c.dino_weights:
+    return None, cfg_hash
+  path = Path(c.dino_weights)
+  dino_lib.load_variables(path)  # A missing or wrong file fails before any work.
+  return path, f'{cfg_hash}:{dino_lib.KIND}:{weights_lib.content_digest(path)}'
+
+
+def computed_features(frames: np.ndarray, inp: _Input, data_cfg) -> np.ndarray | None:
+  """DINO features float32 [N, h, w, 384] of the processed frames uint8 [N, H, W, 3] when `inp`
+  computes them (data.dino_weights, dino.dino_features), else None."""
+  if inp.dino_weights is None:
+    return None
+  return dino_lib.dino_features(frames, dino_lib.load_variables(inp.dino_weights),
+                                batch_size=data_cfg.dino_batch)
 
 
 def filter_pairs(pairs: np.ndarray, direct: np.ndarray, rows: dict, c,

@@ -7,6 +7,7 @@ A weights file holds a Flax variables tree ({'params': ..., 'batch_stats': ...})
 and names the file and the converter command in every error.
 """
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -72,6 +73,12 @@ def save_weights(path: str | os.PathLike, variables: dict, kind: str, source: st
   return fileio.write_npz_atomic(path, flat)
 
 
+def content_digest(path: str | os.PathLike) -> str:
+  """A weights file's identity for cache keys: the first 16 hex digits of its bytes' sha256."""
+  with open(path, 'rb') as file:
+    return hashlib.file_digest(file, 'sha256').hexdigest()[:16]
+
+
 def load_weights(path: str | os.PathLike | None, kind: str, option: str) -> tuple[dict, dict]:
   """Reads a weights file written by `save_weights` and checks that it holds `kind`.
 
@@ -110,3 +117,17 @@ def load_weights(path: str | os.PathLike | None, kind: str, option: str) -> tupl
     raise UserInputError(f'{path}: holds {meta.get("kind")!r} weights but {option} needs {kind!r};'
                          f' {hint}.')
   return unflatten_tree(flat), meta
+
+
+def check_shapes(variables: dict, expected: dict[str, tuple[int, ...]], path, kind: str,
+                 option: str) -> None:
+  """Raises a one-line UserInputError naming `path` unless the variables' flat keys and shapes
+  are exactly `expected` ({'params/...': shape}), e.g. a network's shapes from jax.eval_shape."""
+  got = {k: v.shape for k, v in flatten_tree(variables).items()}
+  if got != expected:
+    wrong = sorted(set(got) ^ set(expected)) + sorted(
+        k for k in set(got) & set(expected) if got[k] != expected[k])
+    raise UserInputError(
+        f'{path}: not a complete {kind} weights file ({option}); mismatched '
+        f'{", ".join(wrong[:4])}{" ..." if len(wrong) > 4 else ""}; reconvert with `'
+        f'{CONVERT_HINT.format(kind=kind, path=path)}`.')
