@@ -33,10 +33,24 @@ def get_config() -> ml_collections.ConfigDict:
   data.stride = 1
   # Maximum number of frames kept after striding; None = all frames (no silent cap).
   data.max_frames = None
-  # Correspondence backend: 'dis' (OpenCV DIS flow), 'files' (precomputed .npy), 'omnimotion_dir'.
+  # Correspondence backend: 'dis' (OpenCV DIS flow), 'deepflow', 'raft' (RAFT in JAX from
+  # converted weights, see raft_* below), 'files' (precomputed .npy), 'omnimotion_dir'.
   data.flow_backend = 'dis'
   # DIS preset: 'ultrafast' | 'fast' | 'medium'.
   data.dis_preset = 'medium'
+  # 'raft' backend: converted weights (.npz from `omnimotion-jax convert-weights --kind raft
+  # raft-things.pth OUT.npz`); None = not set (the backend then says how to get them).
+  data.raft_weights = None
+  # 'raft' (standard, raft-things.pth) | 'raft_small' (raft-small.pth): the weights file's kind.
+  data.raft_model = 'raft'
+  # Refinement iterations per pair (GRU updates; the reference runs 20).
+  data.raft_iters = 20
+  # Start each pair (i, j) from the 1/8-res flow of the previous pair of frame i's sweep, (i, j-1)
+  # for j > i (reference exhaustive_raft.py's flow_init). Off: every pair starts from zero.
+  data.raft_warm_start = False
+  # Pairs per compiled call (pairs; the last call is padded). Memory, not results: each pair
+  # holds its correlation pyramid (5.6 MB at 256x256, 218 MB at 854x480).
+  data.raft_chunk = 8
   # Pair plan: 'exhaustive' (all N(N-1) ordered pairs) or 'banded' (sub-quadratic, see below).
   data.pair_plan = 'banded'
   # Banded plan: all ordered pairs with frame gap <= dense_gap (frames) get direct flow.

@@ -179,6 +179,12 @@ def cmd_eval(args) -> None:
   print(f'summary: {summary["summary_path"]}')
 
 
+def cmd_convert_weights(args) -> None:
+  from omnimotion_jax.data.nets import weights
+  path, layout = weights.convert_file(args.kind, args.source, args.out)
+  print(f'wrote {path} ({args.kind}, from {layout} layout)')
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='omnimotion-jax',
@@ -322,6 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--no_progress', action='store_true', help='no progress bars (as --quiet)')
   _add_config_args(p)
   p.set_defaults(func=cmd_eval)
+
+  p = sub.add_parser('convert-weights', help='convert a PyTorch RAFT or DINO checkpoint to .npz',
+                     description='Converts the official release files (raft-things.pth, '
+                                 'raft-small.pth, dino_deitsmall16_pretrain.pth) or torchvision '
+                                 'state dicts into the .npz that data.raft_weights / '
+                                 'data.dino_weights read. Needs PyTorch; running never does.')
+  from omnimotion_jax.data.nets import weights  # pylint: disable=g-import-not-at-top
+  p.add_argument('--kind', required=True, choices=tuple(weights.CONVERTERS), help='network: ' + (
+      '; '.join(f'{kind} ({source})' for kind, source in weights.KINDS.items())))
+  p.add_argument('source', help='PyTorch checkpoint (.pth)')
+  p.add_argument('out', help='weights file to write (.npz)')
+  p.set_defaults(func=cmd_convert_weights)
   return parser
 
 

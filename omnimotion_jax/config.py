@@ -119,7 +119,8 @@ _POSITIVE_INT = (
     'train.num_steps', 'train.sampling.num_pairs', 'train.sampling.num_points',
     'train.log_every', 'train.checkpoint_every', 'train.checkpoint_keep', 'train.remat_chunks',
     'train.steps_per_dispatch', 'train.optim.lr_decay_every', 'train.hard_mining.every',
-    'train.hard_mining.stride', 'track.chunk_size', 'track.depth_stride')
+    'train.hard_mining.stride', 'track.chunk_size', 'track.depth_stride',
+    'data.raft_iters', 'data.raft_chunk')
 _POSITIVE = ('train.optim.lr_bijection', 'train.optim.lr_canonical', 'train.optim.lr_time_net',
              'model.max_depth')
 _NON_NEGATIVE = (

@@ -11,6 +11,10 @@ frames (after stride / max_frames), 0..N-1. Choose one with `make_backend(name, 
   * 'deepflow': OpenCV-contrib's DeepFlow (Weinzaepfel et al. 2013) on greyscale frames: ~25x
     the cost of DIS medium, and the most accurate OpenCV flow on real video
     (benchmarks/flow_backends.py: half the drift of chained DIS on TAP-Vid-DAVIS).
+  * 'raft': RAFT (Teed & Deng 2020) in JAX from converted official weights (data.raft_weights,
+    `omnimotion-jax convert-weights`), run as the reference's exhaustive_raft.py runs it (20
+    iterations, InputPadder, optional warm start); pairs are computed in batches on the
+    accelerator (nets/raft_infer.py). Nothing is downloaded.
   * 'files': precomputed flows, one .npy per ordered pair, float [H, W, 2] (dx, dy) px, named by
     `pattern` (default DEFAULT_FLOW_PATTERN = '{i:05d}_{j:05d}.npy') where i and j are *input*
     frame indices (before stride), e.g. 00000_00007.npy. Flows may be at the input size or at the
@@ -26,6 +30,7 @@ frames (after stride / max_frames), 0..N-1. Choose one with `make_backend(name, 
     pair is stored).
 """
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -35,7 +40,7 @@ import numpy as np
 from omnimotion_jax.data import video as video_lib
 from omnimotion_jax.errors import UserInputError
 
-BACKENDS = ('dis', 'deepflow', 'files', 'omnimotion_dir')
+BACKENDS = ('dis', 'deepflow', 'raft', 'files', 'omnimotion_dir')
 # Backends that compute flow from the frames (the others read it from files).
 COMPUTED_BACKENDS = ('dis', 'deepflow')
 DIS_PRESETS = {
@@ -76,8 +81,22 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                     interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
+@dataclasses.dataclass(frozen=True)
+class RaftOptions:
+  """The 'raft' backend's options (config.data.raft_*)."""
+  weights: str | None = None  # Converted weights (.npz).
+  model: str = 'raft'  # 'raft' | 'raft_small', the weights file's kind.
+  iters: int = 20  # Refinement iterations per pair.
+  warm_start: bool = False  # Start each pair from the previous pair of its sweep.
+  chunk: int = 8  # Pairs per compiled call.
+
+
 class FlowBackend:
   """Interface: dense flow between processed frames i and j.
+
+  Batched backends also override `flows` (many pairs at once), and may reorder the work
+  (`schedule`) and save state beside cached flows (`cache_arrays` / `restore`), which
+  preprocess.compute_flows uses.
 
   Attributes:
     name: backend name (BACKENDS).
@@ -95,6 +114,28 @@ class FlowBackend:
   def flow(self, i: int, j: int) -> np.ndarray:
     """float32 [H, W, 2] (dx, dy) px from processed frame i to processed frame j."""
     raise NotImplementedError
+
+  def flows(self, pairs: np.ndarray, progress=None) -> np.ndarray:
+    """float32 [P, H, W, 2] flows of pairs int [P, 2] (here one `flow` at a time); `progress` is
+    called with the number of pairs done."""
+    out = np.empty((len(pairs),) + self.size + (2,), np.float32)
+    for k, (i, j) in enumerate(pairs):
+      out[k] = self.flow(int(i), int(j))
+      if progress is not None:
+        progress(1)
+    return out
+
+  def schedule(self, pairs: np.ndarray) -> np.ndarray:
+    """The order (rows of `pairs`) to compute a plan's pairs in; `flows` then gets them in it."""
+    return np.arange(len(pairs))
+
+  def cache_arrays(self, pairs: np.ndarray) -> dict[str, np.ndarray]:
+    """Extra arrays to cache beside the flows of `pairs` (none here)."""
+    return {}
+
+  def restore(self, pairs: np.ndarray, arrays: dict[str, np.ndarray]) -> bool:
+    """Takes back `cache_arrays` when `pairs` come from the cache; False if they are unusable."""
+    return True
 
   def masks(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Precomputed (cycle, occluded) bool [H, W] masks of pair (i, j), or None."""
@@ -295,11 +336,12 @@ def make_backend(name: str, frames: np.ndarray, *, dis_preset: str = 'medium',
                  flow_dir: str | os.PathLike | None = None, pattern: str = DEFAULT_FLOW_PATTERN,
                  frame_indices: np.ndarray | None = None,
                  input_size: tuple[int, int] | None = None,
-                 seq_dir: str | os.PathLike | None = None) -> FlowBackend:
+                 seq_dir: str | os.PathLike | None = None,
+                 raft: RaftOptions | None = None) -> FlowBackend:
   """Builds a correspondence backend for processed frames uint8 [N, H, W, 3].
 
   Args:
-    name: 'dis', 'deepflow', 'files' or 'omnimotion_dir'.
+    name: a BACKENDS name.
     frames: the processed frames (DIS / DeepFlow compute on them; the others take their size).
     dis_preset: 'dis': a DIS_PRESETS key.
     flow_dir, pattern: 'files': the folder and the file-name pattern ({i}, {j}).
@@ -307,6 +349,7 @@ def make_backend(name: str, frames: np.ndarray, *, dis_preset: str = 'medium',
       0..N-1).
     input_size: 'files' / 'omnimotion_dir': (H, W) of the input frames (default: frames' size).
     seq_dir: 'omnimotion_dir': the sequence folder.
+    raft: 'raft': its options (weights file, model, iterations, warm start, chunk).
 
   Returns:
     A FlowBackend.
@@ -315,6 +358,9 @@ def make_backend(name: str, frames: np.ndarray, *, dis_preset: str = 'medium',
   indices = np.arange(len(frames)) if frame_indices is None else np.asarray(frame_indices)
   if name in COMPUTED_BACKENDS:
     return ComputedBackend(frames, name, dis_preset)
+  if name == 'raft':
+    from omnimotion_jax.data.nets import raft_infer  # pylint: disable=g-import-not-at-top
+    return raft_infer.RaftBackend(frames, raft or RaftOptions())
   if name == 'files':
     if flow_dir is None:
       raise UserInputError('data.flow_backend="files" needs a flow folder (flow_dir) holding '

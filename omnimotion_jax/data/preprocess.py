@@ -12,9 +12,9 @@ folder's features/dino) or, with data.dino_weights, DINO ViT-S/16 features compu
 processed frames (`computed_features`, nets/dino.py).
 With an 'omnimotion_dir' sequence that has raft_masks/, its flows and masks are stored as they are.
 
-Resuming: direct flows of expensive backends (DIS) are cached in chunks of CACHE_CHUNK pairs, so
-an interrupted run recomputes only unfinished chunks. Direct flows are rounded to float16 whether
-cached or not, so a resumed run gives bit-identical results.
+Resuming: direct flows of expensive backends (DIS, DeepFlow, RAFT) are cached in chunks of
+CACHE_CHUNK pairs, so an interrupted run recomputes only unfinished chunks. Direct flows are
+rounded to float16 whether cached or not, so a resumed run gives bit-identical results.
 """
 
 import dataclasses
@@ -32,6 +32,7 @@ from omnimotion_jax.data import flow as flow_lib
 from omnimotion_jax.data import pairs as pairs_lib
 from omnimotion_jax.data import store as store_lib
 from omnimotion_jax.data import video as video_lib
+from omnimotion_jax.data.nets import weights as weights_lib
 from omnimotion_jax.data.nets import dino as dino_lib
 from omnimotion_jax.data.nets import weights as weights_lib
 from omnimotion_jax.config import config_hash
@@ -74,7 +75,9 @@ def preprocess_frames(frames: np.ndarray, frame_indices: np.ndarray, data_cfg, *
   backend = flow_lib.make_backend(c.flow_backend, frames, dis_preset=c.dis_preset,
                                   flow_dir=flow_dir, pattern=c.flow_pattern,
                                   frame_indices=frame_indices, input_size=input_size,
-                                  seq_dir=seq_dir)
+                                  seq_dir=seq_dir, raft=flow_lib.RaftOptions(
+                                      c.raft_weights, c.raft_model, c.raft_iters,
+                                      c.raft_warm_start, c.raft_chunk))
   # 1. Direct flows (cached in chunks for expensive backends).
   t0 = time.perf_counter()
   precomputed_masks = backend.has_masks
@@ -198,7 +201,7 @@ def load_input(video, c, workdir: Path, *, flow_dir=None, features_dir=None) -> 
   if c.flow_backend not in flow_lib.BACKENDS:
     raise UserInputError(f'data.flow_backend={c.flow_backend!r}: unknown backend; use one of '
                          f'{flow_lib.BACKENDS}.')
-  cfg_hash = config_hash(c)
+  cfg_hash = _raft_weights(c, config_hash(c))
   flow_dir = flow_dir if flow_dir is not None else c.flow_dir
   features_dir = features_dir if features_dir is not None else c.features_dir
   if isinstance(video, np.ndarray):
@@ -243,6 +246,15 @@ def computed_features(frames: np.ndarray, inp: _Input, data_cfg) -> np.ndarray |
                                 batch_size=data_cfg.dino_batch)
 
 
+def _raft_weights(c, cfg_hash: str) -> str:
+  """cfg_hash extended by data.raft_weights' content hash for the 'raft' backend (the file is
+  checked now, before any work)."""
+  if c.flow_backend != 'raft':
+    return cfg_hash
+  weights_lib.load_weights(c.raft_weights, c.raft_model, 'data.raft_weights')
+  return f'{cfg_hash}:raft:{weights_lib.content_digest(c.raft_weights)}'
+
+
 def filter_pairs(pairs: np.ndarray, direct: np.ndarray, rows: dict, c,
                  features: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
   """(cycle, occluded) bool [P, H, W] masks of the stored `pairs` from their direct flows.
@@ -270,8 +282,10 @@ def compute_flows(backend: flow_lib.FlowBackend, pairs: np.ndarray, cache_dir: P
                   cache_key: str, chunk: int) -> tuple[np.ndarray, int]:
   """Direct flows of `pairs` int [D, 2], float16 [D, H, W, 2], resuming from cache_dir (if set).
 
-  For cacheable backends every chunk of `chunk` pairs is saved (atomically) as soon as it is
-  done; chunks already saved under the same `cache_key` are loaded instead of recomputed.
+  Pairs are computed `chunk` at a time in the backend's order (`backend.schedule`; batched
+  backends compute each chunk at once). For cacheable backends every chunk is saved (atomically,
+  with the backend's `cache_arrays`) as soon as it is done; chunks already saved under the same
+  `cache_key` are loaded instead of recomputed.
 
   Returns:
     (flows, number of flows loaded from the cache).
@@ -281,20 +295,23 @@ def compute_flows(backend: flow_lib.FlowBackend, pairs: np.ndarray, cache_dir: P
   use_cache = backend.cacheable and cache_dir is not None
   if use_cache:
     _open_cache(cache_dir, cache_key)
+  order = backend.schedule(pairs)
   num_cached = 0
   with progress.bar(total=len(pairs), desc=f'flow ({backend.name})', unit='pair') as bar:
     for c, start in enumerate(range(0, len(pairs), chunk)):
-      block = pairs[start:start + chunk]
+      rows = order[start:start + chunk]
+      block = pairs[rows]
       path = cache_dir / f'flows_{c:05d}.npz' if use_cache else None
-      if use_cache and _load_chunk(path, block, flows[start:start + len(block)]):
+      cached = _load_chunk(path, block, (len(block), height, width, 2)) if use_cache else None
+      if cached is not None and backend.restore(block, cached):
+        flows[rows] = cached['flows']
         num_cached += len(block)
         bar.update(len(block))
         continue
-      for k, (i, j) in enumerate(block):
-        flows[start + k] = backend.flow(int(i), int(j))
-        bar.update(1)
+      flows[rows] = backend.flows(block, bar.update)
       if use_cache:
-        fileio.write_npz_atomic(path, {'pairs': block, 'flows': flows[start:start + len(block)]})
+        fileio.write_npz_atomic(path, {'pairs': block, 'flows': flows[rows],
+                                       **backend.cache_arrays(block)})
   return flows, num_cached
 
 
@@ -310,18 +327,18 @@ def _open_cache(cache_dir: Path, cache_key: str) -> None:
   fileio.write_text_atomic(key_path, cache_key)
 
 
-def _load_chunk(path: Path, block: np.ndarray, out: np.ndarray) -> bool:
-  """Fills `out` from a cached chunk if it exists and holds exactly `block`'s pairs."""
+def _load_chunk(path: Path, block: np.ndarray, shape: tuple[int, ...]) -> dict | None:
+  """A cached chunk's arrays if it exists and holds exactly `block`'s pairs with flows of
+  `shape`, else None."""
   if not path.is_file():
-    return False
+    return None
   try:
     with np.load(path, allow_pickle=False) as npz:
-      if not np.array_equal(npz['pairs'], block) or npz['flows'].shape != out.shape:
-        return False
-      out[...] = npz['flows']
-      return True
+      if not np.array_equal(npz['pairs'], block) or npz['flows'].shape != shape:
+        return None
+      return {name: npz[name] for name in npz.files}
   except Exception:  # A truncated chunk (e.g. disk full) is recomputed.
-    return False
+    return None
 
 
 def load_features(features_dir, frame_indices: np.ndarray, stems: list[str] | None

@@ -47,8 +47,8 @@ def test_computed_backends_recover_a_shift(method, shift):
 
 def test_backend_name_and_preset_errors():
   frames = np.zeros((2, 8, 8, 3), np.uint8)
-  with pytest.raises(UserInputError, match='data.flow_backend=.raft.: unknown backend'):
-    flow_lib.make_backend('raft', frames)
+  with pytest.raises(UserInputError, match='data.flow_backend=.flownet.: unknown backend'):
+    flow_lib.make_backend('flownet', frames)
   with pytest.raises(UserInputError, match='data.dis_preset=.slow.: unknown DIS preset'):
     flow_lib.make_backend('dis', frames, dis_preset='slow')
 

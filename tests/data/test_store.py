@@ -241,8 +241,11 @@ def test_preprocess_errors(tmp_path, frame_folder):
   cfg = config.data
   with pytest.raises(UserInputError, match='missing.mp4: no such file or folder'):
     pipeline.preprocess_stage(tmp_path / 'missing.mp4', tmp_path / 'w', config)
-  cfg.flow_backend = 'raft'
-  with pytest.raises(UserInputError, match='data.flow_backend=.raft.'):
+  cfg.flow_backend = 'flownet'
+  with pytest.raises(UserInputError, match='data.flow_backend=.flownet.'):
+    pipeline.preprocess_stage(frame_folder, tmp_path / 'w', config)
+  cfg.flow_backend = 'raft'  # Known, but needs converted weights: said before any work.
+  with pytest.raises(UserInputError, match='data.raft_weights is not set.*convert-weights'):
     pipeline.preprocess_stage(frame_folder, tmp_path / 'w', config)
   cfg.flow_backend = 'files'
   with pytest.raises(UserInputError, match='needs a flow folder'):

@@ -4,10 +4,14 @@ A weights file holds a Flax variables tree ({'params': ..., 'batch_stats': ...})
 '/'-joined keys ('params/fnet/conv1/kernel'), plus a JSON header under META_KEY:
 {'format': FORMAT, 'version': VERSION, 'kind': one of KINDS, 'source': the converted file's name,
 'layout': the source's key layout}. `save_weights` writes it atomically; `load_weights` checks it
-and names the file and the converter command in every error.
+and names the file and the converter command in every error. `convert_file` makes one from a
+PyTorch checkpoint (`omnimotion-jax convert-weights`), the only step that needs PyTorch.
 """
 
+import argparse
+import contextlib
 import hashlib
+import importlib
 import json
 import os
 from pathlib import Path
@@ -131,3 +135,80 @@ def check_shapes(variables: dict, expected: dict[str, tuple[int, ...]], path, ki
         f'{path}: not a complete {kind} weights file ({option}); mismatched '
         f'{", ".join(wrong[:4])}{" ..." if len(wrong) > 4 else ""}; reconvert with `'
         f'{CONVERT_HINT.format(kind=kind, path=path)}`.')
+
+
+# --- conversion from PyTorch checkpoints (the only place PyTorch is used) -------------------------
+
+# kind -> (converter module, whether its convert_state_dict takes the kind, network name). Each
+# module has convert_state_dict(state: dict[str, np.ndarray][, kind]) -> (variables, layout).
+CONVERTERS = {
+    'raft': ('omnimotion_jax.data.nets.raft_convert', True, 'RAFT'),
+    'raft_small': ('omnimotion_jax.data.nets.raft_convert', True, 'RAFT'),
+    'dino_vits16': ('omnimotion_jax.data.nets.dino_convert', False, 'DINO'),
+}
+TORCH_HINT = 'PyTorch is needed to convert, never to run: pip install torch'
+
+
+def read_torch_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """The tensors of a PyTorch checkpoint (.pth) as {key: float/int numpy array}, on the CPU.
+
+  Loaded with torch.load(weights_only=True) (no pickled code runs; argparse.Namespace entries,
+  as training checkpoints store their arguments, are allowed). Nested dicts are flattened with
+  '.'-joined keys ({'teacher': {'cls_token': t}} -> 'teacher.cls_token'); entries that are not
+  tensors are dropped. PyTorch is imported here only.
+  """
+  path = Path(path)
+  if not path.is_file():
+    raise UserInputError(f'{path}: file not found; pass the PyTorch checkpoint (.pth) to convert.')
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserInputError(TORCH_HINT) from None
+  safe = getattr(torch.serialization, 'safe_globals', None)
+  try:
+    with safe([argparse.Namespace]) if safe else contextlib.nullcontext():
+      obj = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as error:  # pylint: disable=broad-except
+    first = (str(error).strip().splitlines() or [''])[0][:160]
+    raise UserInputError(f'{path}: not a PyTorch checkpoint torch.load can read safely '
+                         f'({type(error).__name__}: {first}).') from None
+  state = _tensors(obj, torch)
+  if not state:
+    raise UserInputError(f'{path}: holds no tensors; pass a state dict (.pth).')
+  return state
+
+
+def _tensors(obj, torch, prefix: str = '') -> dict[str, np.ndarray]:
+  if torch.is_tensor(obj):
+    obj = obj.detach().cpu()
+    return {prefix: (obj.float() if obj.is_floating_point() else obj).numpy()}
+  out = {}
+  if isinstance(obj, dict):
+    for key, value in obj.items():
+      out.update(_tensors(value, torch, f'{prefix}.{key}' if prefix else str(key)))
+  return out
+
+
+def convert_file(kind: str, source: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, str]:
+  """Converts a PyTorch checkpoint into a weights file of `kind` (CONVERTERS).
+
+  Returns:
+    (the weights file written, the source's key layout).
+  """
+  if kind not in CONVERTERS:
+    raise UserInputError(f'--kind {kind}: unknown; use one of {tuple(CONVERTERS)}.')
+  module_name, takes_kind, label = CONVERTERS[kind]
+  try:
+    module = importlib.import_module(module_name)
+  except ModuleNotFoundError as error:
+    if error.name != module_name:
+      raise
+    raise UserInputError(f'--kind {kind}: {label} conversion is not available in this version '
+                         f'of omnimotion_jax ({module_name} is missing).') from None
+  state = read_torch_state(source)
+  try:
+    variables, layout = (module.convert_state_dict(state, kind) if takes_kind
+                         else module.convert_state_dict(state))
+  except UserInputError as error:
+    raise UserInputError(f'{source}: {error}') from None
+  return save_weights(out, variables, kind, Path(source).name, layout), layout
