@@ -60,6 +60,9 @@ MEAN = (0.485, 0.456, 0.406)
 # color_normalize); reproduced as it is.
 STD = (0.228, 0.224, 0.225)
 FRAME_AXIS = 'frames'
+# float32 matmuls and convolutions everywhere (no TF32 on GPUs): PyTorch's default for matmuls,
+# needed for parity, and cheap (ViT-S/16 is ~0.1 TFLOP per 480x832 frame).
+PRECISION = jax.lax.Precision.HIGHEST
 DEFAULT_BATCH = 8  # Frames per compiled call (config data.dino_batch).
 
 
@@ -123,49 +126,53 @@ def interpolate_pos_embed(pos_embed: jax.Array, grid: tuple[int, int],
   rows = bicubic_matrix(side, h, (h + POS_SCALE_OFFSET) / side).astype(np.float32)
   cols = bicubic_matrix(side, w, (w + POS_SCALE_OFFSET) / side).astype(np.float32)
   patches = pos_embed[1:].reshape(side, side, -1)
-  resampled = jnp.einsum('ai,bj,ijc->abc', rows, cols, patches,
-                         precision=jax.lax.Precision.HIGHEST)
+  resampled = jnp.einsum('ai,bj,ijc->abc', rows, cols, patches, precision=PRECISION)
   return jnp.concatenate([pos_embed[:1], resampled.reshape(h * w, -1)], axis=0)
 
 
 class Attention(nn.Module):
   """Multi-head self-attention over tokens [B, T, C], one qkv projection with bias."""
   num_heads: int
+  precision: jax.lax.Precision = PRECISION
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     batch, tokens, dim = x.shape
     head_dim = dim // self.num_heads
     # DINO's layout: qkv(x).reshape(B, T, 3, heads, head_dim).
-    qkv = nn.Dense(3 * dim, name='qkv')(x).reshape(batch, tokens, 3, self.num_heads, head_dim)
+    qkv = nn.Dense(3 * dim, precision=self.precision, name='qkv')(x)
+    qkv = qkv.reshape(batch, tokens, 3, self.num_heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * head_dim ** -0.5
-    weights = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum('bhqk,bkhd->bqhd', weights, v).reshape(batch, tokens, dim)
-    return nn.Dense(dim, name='proj')(out)
+    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, precision=self.precision)
+    weights = jax.nn.softmax(logits * head_dim ** -0.5, axis=-1)
+    out = jnp.einsum('bhqk,bkhd->bqhd', weights, v, precision=self.precision)
+    return nn.Dense(dim, precision=self.precision, name='proj')(out.reshape(batch, tokens, dim))
 
 
 class Mlp(nn.Module):
   """fc1 -> exact (erf) GELU -> fc2, hidden width mlp_ratio * C."""
   mlp_ratio: int
+  precision: jax.lax.Precision = PRECISION
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     dim = x.shape[-1]
-    x = nn.gelu(nn.Dense(self.mlp_ratio * dim, name='fc1')(x), approximate=False)
-    return nn.Dense(dim, name='fc2')(x)
+    x = nn.Dense(self.mlp_ratio * dim, precision=self.precision, name='fc1')(x)
+    return nn.Dense(dim, precision=self.precision, name='fc2')(nn.gelu(x, approximate=False))
 
 
 class Block(nn.Module):
   """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
   num_heads: int
   mlp_ratio: int
+  precision: jax.lax.Precision = PRECISION
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = x + Attention(self.num_heads, name='attn')(
+    x = x + Attention(self.num_heads, self.precision, name='attn')(
         nn.LayerNorm(LAYER_NORM_EPS, name='norm1')(x))
-    return x + Mlp(self.mlp_ratio, name='mlp')(nn.LayerNorm(LAYER_NORM_EPS, name='norm2')(x))
+    return x + Mlp(self.mlp_ratio, self.precision, name='mlp')(
+        nn.LayerNorm(LAYER_NORM_EPS, name='norm2')(x))
 
 
 class DinoViT(nn.Module):
@@ -173,18 +180,20 @@ class DinoViT(nn.Module):
 
   Input: normalised images float32 [B, H, W, 3] (H, W multiples of 16; any remainder is dropped
   as by the strided convolution). Output: float32 [B, H // 16, W // 16, embed_dim].
-  Parameter names follow DINO's state dict (converted by dino_convert.py).
+  Parameter names follow DINO's state dict (converted by dino_convert.py). Matmuls and the patch
+  convolution run at `precision` (PRECISION: full float32).
   """
   depth: int = DEPTH
   embed_dim: int = EMBED_DIM
   num_heads: int = NUM_HEADS
   mlp_ratio: int = MLP_RATIO
+  precision: jax.lax.Precision = PRECISION
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     batch, height, width, _ = images.shape
     x = nn.Conv(self.embed_dim, (PATCH, PATCH), strides=(PATCH, PATCH), padding='VALID',
-                name='patch_embed')(images)
+                precision=self.precision, name='patch_embed')(images)
     grid = x.shape[1:3]
     x = x.reshape(batch, grid[0] * grid[1], self.embed_dim)
     init = nn.initializers.truncated_normal(0.02)
@@ -193,7 +202,7 @@ class DinoViT(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(cls_token, (batch, 1, self.embed_dim)), x], axis=1)
     x = x + interpolate_pos_embed(pos_embed[0], grid, (height, width))
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_ratio, name=f'blocks_{i}')(x)
+      x = Block(self.num_heads, self.mlp_ratio, self.precision, name=f'blocks_{i}')(x)
     x = nn.LayerNorm(LAYER_NORM_EPS, name='norm')(x)
     return x[:, 1:].reshape(batch, *grid, self.embed_dim)
 

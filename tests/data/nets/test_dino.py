@@ -146,7 +146,7 @@ def test_features_of_a_256_frame_use_the_reference_size(variables):
   shallow = _shallow(variables, 1)
   got = dino.dino_features(frames, shallow, batch_size=1)
   assert got.shape == (1, 30, 28, 384) and got.dtype == np.float32
-  direct = dino.DinoViT(depth=1).apply(shallow, dino.normalize(
+  direct = jax.jit(dino.DinoViT(depth=1).apply)(shallow, dino.normalize(
       dino.resize_frames(frames, (480, 448))))
   np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
 
