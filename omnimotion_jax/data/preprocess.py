@@ -232,6 +232,8 @@ def _dino_weights(c, features_dir, cfg_hash: str) -> tuple[Path | None, str]:
   computed (the field set, no features folder), else (None, cfg_hash). Checks the file now."""
   if features_dir is not None or not c.dino_weights:
     return None, cfg_hash
+  if c.dino_batch < 1:
+    raise UserInputError(f'data.dino_batch={c.dino_batch}: pass at least 1 (frames per DINO call).')
   path = Path(c.dino_weights)
   dino_lib.load_variables(path)  # A missing or wrong file fails before any work.
   return path, f'{cfg_hash}:{dino_lib.KIND}:{weights_lib.content_digest(path)}'

@@ -306,3 +306,6 @@ def test_preprocess_computes_dino_features_for_the_filter(tmp_path, variables, m
   config.data.dino_weights = str(tmp_path / 'nope.npz')
   with pytest.raises(UserInputError, match=r'nope.npz: weights file not found .*convert-weights'):
     pipeline.preprocess_stage(frames, tmp_path / 'w2', config)
+  config.data.dino_weights, config.data.dino_batch = str(weights_path), 0
+  with pytest.raises(UserInputError, match='data.dino_batch=0'):
+    pipeline.preprocess_stage(frames, tmp_path / 'w2', config)
