@@ -16,6 +16,9 @@ part prints its figures and goes into one JSON and one markdown table. Parts:
   tracking    (accelerator only) benchmarks/track.py for default at N = 50, 256 x 256.
   quality     (accelerator only) 2,000 steps of cpu_quality on one synthetic-v1 video with its
               TAP-Vid metrics (benchmarks/quality.py).
+  raft        (accelerator only) RAFT flow (data.flow_backend='raft', random weights): ms per
+              pair and XLA memory at 256x256 and 854x480, raft and raft_small, RAFT_CHUNK pairs
+              per call, and the cost of exhaustive pairs (benchmarks/flow_backends.py --raft).
 
 On a CPU-only machine the accelerator parts are skipped, and the JSON and the table say so.
 
@@ -45,6 +48,7 @@ STEP_SETTINGS = [(name, size) for name in ('default', 'paper') for size in (128,
 STEP_FRAMES = 50
 QUALITY_STEPS = 2000
 QUALITY_VIDEO = 2  # synthetic-v1 three-crossing: independent motion and occlusions.
+RAFT_CHUNK = 16  # Pairs per compiled RAFT call (~8 GB per call at 854x480, XLA's analysis).
 
 
 def memory(remat_chunks: int) -> dict:
@@ -145,7 +149,9 @@ def accelerator_parts() -> dict:
   quality = _script([str(BENCHMARKS / 'quality.py'), '--config', f'cpu_quality:{QUALITY_STEPS}',
                      '--suite', 'synthetic-v1', '--videos', str(QUALITY_VIDEO), '--workroot',
                      tempfile.mkdtemp(prefix='device_check_quality_')], 900)
-  return {'steps': steps, 'tracking': tracking, 'quality': quality}
+  raft_rows = _script([str(BENCHMARKS / 'flow_backends.py'), '--raft', '--skip_opencv',
+                       '--raft_chunk', str(RAFT_CHUNK)], 600)
+  return {'steps': steps, 'tracking': tracking, 'quality': quality, 'raft': raft_rows}
 
 
 def markdown(report: dict) -> str:
@@ -166,7 +172,7 @@ def markdown(report: dict) -> str:
                  f'{p["max_abs_error"]:.2e}, {p["ms"]} ms for {ROUND_TRIP_POINTS} points |')
   acc = report['accelerator']
   if 'skipped' in acc:
-    lines.append(f'| steps, tracking, quality | skipped: {acc["skipped"]} |')
+    lines.append(f'| steps, tracking, quality, RAFT | skipped: {acc["skipped"]} |')
   else:
     for s in acc['steps']:
       r = s.get('result')
@@ -177,6 +183,13 @@ def markdown(report: dict) -> str:
       r = acc[name]
       lines.append(f'| {name} | ' + (f'see JSON ({r["wall_s"]} s)' if 'result' in r
                                      else f'error: {r["error"]}') + ' |')
+    r = acc['raft']
+    for row in r['result']['raft']['rows'] if 'result' in r else []:
+      lines.append(f'| RAFT {row["kind"]} {row["size_hw"][1]}x{row["size_hw"][0]}, '
+                   f'{row["iters"]} iterations | {row["ms_per_pair"]} ms/pair (chunk '
+                   f'{row["chunk"]}), {row["chunk_peak_mb"]:.0f} MB per chunk (XLA) |')
+    if 'result' not in r:
+      lines.append(f'| RAFT | error: {r["error"]} |')
   return '\n'.join(lines) + '\n'
 
 
@@ -202,7 +215,7 @@ def main() -> None:
     print(f'precision {p["precision"]}: round-trip error {p["max_abs_error"]:.2e}', flush=True)
   if jax.devices()[0].platform == 'cpu':
     report['accelerator'] = {'skipped': 'no accelerator (jax runs on the CPU)'}
-    print('steps, tracking, quality: skipped (no accelerator)', flush=True)
+    print('steps, tracking, quality, RAFT: skipped (no accelerator)', flush=True)
   else:
     report['accelerator'] = accelerator_parts()
   report['wall_s'] = time.time() - start

@@ -2,7 +2,7 @@
 # One-shot accelerator check (benchmarks/README.md, "Accelerator check"): within ~8 minutes on one
 # GPU it sets up the environment, runs the test suite on the accelerator, then
 # benchmarks/device_check.py (memory analysis, transfer guard, matmul precision, train-step and
-# tracking speed, a 2k-step quality run) -> $OUT/device_check_<platform>.{json,md}.
+# tracking speed, a 2k-step quality run, RAFT flow speed) -> $OUT/device_check_<platform>.{json,md}.
 #
 #   bash benchmarks/device_check.sh                 # OUT defaults to benchmarks/results
 #   OUT=some/dir bash benchmarks/device_check.sh    # elsewhere

@@ -12,6 +12,18 @@ Two measurements per method:
     adjacent flows chained from frame 0 to the last frame (drift), all in px at that size.
 Seconds per flow are the median over the pairs (one thread; the machine should be idle).
 
+RAFT rows (`--raft`; nets/raft_infer.py, the 'raft' backend's compiled functions): ms per pair of
+the chunked pair function (20 iterations, `--raft_chunk` pairs per call, timed after compiling),
+ms per frame of each encoder (run once per frame; the official per-pair code runs fnet twice and
+cnet once per pair), and the pair function's memory from XLA's analysis of the compiled chunk
+(arguments + outputs + temporaries), at 256x256 and 854x480, for raft and raft_small. Random
+weights: the cost does not depend on their values. Then the cost of the exhaustive plan
+(N(N-1) pairs) for 32-, 100- and 250-frame videos, and what running the encoders once per frame
+saves there. `--skip_opencv` leaves out the OpenCV methods:
+
+  taskset -c 0 .venv/bin/python benchmarks/flow_backends.py --raft --skip_opencv \
+      --json benchmarks/results/raft_cpu.json
+
   .venv/bin/python benchmarks/flow_backends.py --frames_root /path/to/tapvid_davis32_dev \
       --gt /path/to/tapvid_davis32_dev/gt.npz --json /tmp/flow_backends.json
 
@@ -19,6 +31,7 @@ Needs opencv-contrib (cv2.optflow) for everything but DIS and Farneback.
 """
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -29,11 +42,16 @@ import numpy as np
 
 # Make `omnimotion_jax` importable when run as `python benchmarks/flow_backends.py` from a checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common  # noqa: E402  pylint: disable=g-bad-import-order
 from omnimotion_jax.data import video as video_lib  # noqa: E402
 from omnimotion_jax.data.filtering import bilinear_sample  # noqa: E402
 
 DEFAULT_RESIZE = (256, 256)  # (H, W) px: the TAP-Vid protocol's size.
+RAFT_SIZES = ((256, 256), (480, 854))  # (H, W) px: TAP-Vid's size and DAVIS 480p.
+RAFT_ITERS = 20  # As the reference's exhaustive_raft.py.
+EXHAUSTIVE_FRAMES = (32, 100, 250)
 
 
 def _grey(frame):
@@ -144,6 +162,77 @@ def video(methods, frames_root: Path, gt: dict, names: list[str],
   return out
 
 
+def _timed_ms(fn, repeats: int) -> float:
+  """Median wall ms of fn() (blocked until ready) over `repeats` runs after one warm-up."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(1000 * (time.perf_counter() - start))
+  return float(np.median(times))
+
+
+def raft_speed(kind: str, size: tuple[int, int], chunk: int, repeats: int) -> dict:
+  """One RAFT row: encoder ms per frame, pair ms, the chunk function's memory (module doc)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from skimage import data as skdata  # pylint: disable=g-import-not-at-top
+  from omnimotion_jax.data.nets import raft, raft_infer  # pylint: disable=g-import-not-at-top
+  config = raft.MODELS[kind]
+  variables = raft.init_variables(config, jax.random.key(0))
+  height, width = size
+  frame = cv2.resize(skdata.astronaut(), (width, height), interpolation=cv2.INTER_AREA)
+  padding = raft_infer.input_padding(height, width)
+  frames = padding.pad(np.stack([frame, np.roll(frame, (3, -5), axis=(0, 1))]))
+  devices = jax.devices()[:1]
+  model = raft.RAFT(config)
+  image = frames[0].astype(np.float32)
+  encoder_ms = {}
+  for name, method in (('fnet', raft.RAFT.features), ('cnet', raft.RAFT.context)):
+    encode = jax.jit(functools.partial(model.apply, method=method))
+    encoder_ms[name] = _timed_ms(functools.partial(encode, variables, image), repeats)
+  features = raft_infer.encode_frames(config, variables, frames)
+  pairs = np.tile([[0, 1]], (chunk, 1)).astype(np.int32)
+  inits = np.zeros((chunk,) + features.fmap.shape[1:3] + (2,), np.float32)
+  fn = raft_infer.compiled_pair_fn(config, RAFT_ITERS, False, tuple(devices))
+  start = time.perf_counter()
+  analysis = fn.lower(variables, features, pairs, inits).compile().memory_analysis()
+  compile_s = time.perf_counter() - start
+  chunk_ms = _timed_ms(lambda: fn(variables, features, pairs, inits), repeats)
+  memory = {f: int(getattr(analysis, f'{f}_size_in_bytes', 0) or 0)
+            for f in ('argument', 'output', 'temp')}
+  h8, w8 = features.fmap.shape[1:3]
+  row = {'kind': kind, 'size_hw': list(size), 'padded_hw': list(frames.shape[1:3]),
+         'iters': RAFT_ITERS, 'chunk': chunk, 'compile_s': round(compile_s, 1),
+         'ms_per_pair': round(chunk_ms / chunk, 1),
+         'encoder_ms_per_frame': {k: round(v, 1) for k, v in encoder_ms.items()},
+         'corr_volume_mb': round((h8 * w8) ** 2 * 4 / 2**20, 1),
+         'chunk_memory_mb': {k: round(v / 2**20, 1) for k, v in memory.items()},
+         'chunk_peak_mb': round(sum(memory.values()) / 2**20, 1),
+         'host_peak_rss_mb': round(common.host_peak_rss_mb(), 1)}
+  print(f'raft {kind} {width}x{height}: {row["ms_per_pair"]:.0f} ms/pair (chunk {chunk}), fnet '
+        f'{encoder_ms["fnet"]:.0f} + cnet {encoder_ms["cnet"]:.0f} ms/frame, chunk peak '
+        f'{row["chunk_peak_mb"]:.0f} MB (XLA), compile {compile_s:.0f} s', flush=True)
+  return row
+
+
+def exhaustive_cost(row: dict) -> list[dict]:
+  """Hours for all N(N-1) ordered pairs, and the hours that encoding once per frame saves over
+  the official per-pair code (2 fnet + 1 cnet per pair)."""
+  fnet, cnet = row['encoder_ms_per_frame']['fnet'], row['encoder_ms_per_frame']['cnet']
+  out = []
+  for n in EXHAUSTIVE_FRAMES:
+    pairs = n * (n - 1)
+    ours_ms = pairs * row['ms_per_pair'] + n * (fnet + cnet)
+    official_ms = pairs * (row['ms_per_pair'] + 2 * fnet + cnet)
+    out.append({'kind': row['kind'], 'size_hw': row['size_hw'], 'frames': n, 'pairs': pairs,
+                'hours': round(ours_ms / 3.6e6, 2),
+                'hours_encoders_per_pair': round(official_ms / 3.6e6, 2),
+                'saving_fraction': round(1 - ours_ms / official_ms, 3)})
+  return out
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--frames_root', default=None,
@@ -154,12 +243,22 @@ def main(argv=None) -> int:
   parser.add_argument('--methods', default=None, help='comma-separated subset')
   parser.add_argument('--stereo_side', type=int, default=480)
   parser.add_argument('--json', default=None)
+  parser.add_argument('--raft', action='store_true', help='also the RAFT rows (module doc)')
+  parser.add_argument('--raft_chunk', type=int, default=2, help='RAFT pairs per compiled call')
+  parser.add_argument('--raft_repeats', type=int, default=2, help='timed RAFT calls per row')
+  parser.add_argument('--skip_opencv', action='store_true', help='no OpenCV methods')
   args = parser.parse_args(argv)
   cv2.setNumThreads(1)
-  methods = make_methods()
+  methods = {} if args.skip_opencv else make_methods()
   if args.methods:
     methods = {m: methods[m] for m in args.methods.split(',')}
   out = {'opencv': cv2.__version__, 'stereo': stereo(methods, args.stereo_side)}
+  if args.raft:
+    rows = [raft_speed(kind, size, args.raft_chunk, args.raft_repeats)
+            for size in RAFT_SIZES for kind in ('raft_small', 'raft')]
+    info = common.device_info()
+    out['raft'] = {'device': common.device_label(info), 'facts': info, 'weights': 'random',
+                   'rows': rows, 'exhaustive': [e for r in rows for e in exhaustive_cost(r)]}
   if args.frames_root and args.gt:
     gt = np.load(args.gt)
     names = sorted({k.split('/')[0] for k in gt.files})

@@ -49,7 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   # for j > i (reference exhaustive_raft.py's flow_init). Off: every pair starts from zero.
   data.raft_warm_start = False
   # Pairs per compiled call (pairs; the last call is padded). Memory, not results: each pair
-  # holds its correlation pyramid (5.6 MB at 256x256, 218 MB at 854x480).
+  # holds its correlation pyramid (5.6 MB at 256x256, 218 MB at 854x480) and about as much again
+  # in temporaries.
   data.raft_chunk = 8
   # Pair plan: 'exhaustive' (all N(N-1) ordered pairs) or 'banded' (sub-quadratic, see below).
   data.pair_plan = 'banded'

@@ -20,8 +20,9 @@ Conventions:
 
 Memory: the all-pairs correlation volume of one pair holds (h w)^2 float32 at level 0, plus about
 a third more for levels 1-3 (average-pooled 2x, 4x, 8x): at 256x256, 1024^2 x 4 B = 4.2 MB
-(5.6 MB with the pyramid); at 854x480 (padded to 856x480, h w = 107 x 60 = 6420),
-6420^2 x 4 B = 165 MB (218 MB with the pyramid).
+(4.0 MiB; 5.6 MB with levels 1-3); at 854x480 (padded to 856x480, h w = 107 x 60 = 6420),
+6420^2 x 4 B = 165 MB (157 MiB; 218 MB with levels 1-3). XLA's analysis of the compiled pair
+function gives about twice the pyramid per pair at 854x480 (benchmarks/README.md, RAFT).
 
 Where the official code and torchvision's port differ, this follows the official code (the
 OmniMotion reference ran it): normalisation inside the model, the `flow_init` warm start, the
