@@ -192,7 +192,7 @@ def raft_speed(kind: str, size: tuple[int, int], chunk: int, repeats: int) -> di
   for name, method in (('fnet', raft.RAFT.features), ('cnet', raft.RAFT.context)):
     encode = jax.jit(functools.partial(model.apply, method=method))
     encoder_ms[name] = _timed_ms(functools.partial(encode, variables, image), repeats)
-  features = raft_infer.encode_frames(config, variables, frames)
+  features = raft_infer.encode_frames(config, variables, frames, devices=devices)
   pairs = np.tile([[0, 1]], (chunk, 1)).astype(np.int32)
   inits = np.zeros((chunk,) + features.fmap.shape[1:3] + (2,), np.float32)
   fn = raft_infer.compiled_pair_fn(config, RAFT_ITERS, False, tuple(devices))

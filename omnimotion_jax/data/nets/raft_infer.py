@@ -42,7 +42,7 @@ from omnimotion_jax.data.nets import raft_ops
 from omnimotion_jax.data.nets import weights as weights_lib
 from omnimotion_jax.errors import UserInputError
 
-PAIR_AXIS = 'pairs'
+AXIS = 'batch'  # The 1-D device mesh's axis: pairs, or frames while encoding.
 DIVISOR = raft_ops.UPSAMPLE  # Frames are padded to multiples of this.
 ENCODE_CHUNK = 4  # Frames per compiled encoder call.
 OPTION = 'data.raft_weights'
@@ -81,9 +81,19 @@ class Features(NamedTuple):
   inp: jax.Array  # [N, h, w, context_dim] context (relu).
 
 
+def _sharded(fn, devices: tuple[jax.Device, ...], whole: int, split: int):
+  """jit of fn(`whole` arguments, then `split` arguments) as a shard_map over a 1-D mesh of
+  `devices`: the first arguments whole on every device, the others and the outputs split along
+  their leading axis, with no cross-device traffic."""
+  mesh = Mesh(np.asarray(devices), (AXIS,))
+  specs = (PartitionSpec(),) * whole + (PartitionSpec(AXIS),) * split
+  return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(AXIS)))
+
+
 @functools.lru_cache(maxsize=4)
-def compiled_encoder(config: raft.RaftConfig):
-  """jit(variables, uint8 frames [F, Hp, Wp, 3]) -> Features of the F frames."""
+def compiled_encoder(config: raft.RaftConfig, devices: tuple[jax.Device, ...]):
+  """jit(variables, uint8 frames [F, Hp, Wp, 3]) -> Features of the F frames; F a multiple of
+  len(devices), split over them."""
   model = raft.RAFT(config)
 
   def one(variables, frame):
@@ -91,14 +101,21 @@ def compiled_encoder(config: raft.RaftConfig):
     net, inp = model.apply(variables, image, method=raft.RAFT.context)
     return Features(model.apply(variables, image, method=raft.RAFT.features), net, inp)
 
-  return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+  def local(variables, frames):
+    return jax.vmap(one, in_axes=(None, 0))(variables, frames)
+
+  return _sharded(local, devices, whole=1, split=1)
 
 
 def encode_frames(config: raft.RaftConfig, variables: dict, frames: np.ndarray,
-                  chunk: int = ENCODE_CHUNK) -> Features:
-  """Features of padded frames uint8 [N, Hp, Wp, 3] (Hp, Wp multiples of 8), ENCODE_CHUNK
-  frames per call (the last padded), on the default device."""
-  fn = compiled_encoder(config)
+                  chunk: int = ENCODE_CHUNK,
+                  devices: Sequence[jax.Device] | None = None) -> Features:
+  """Features of padded frames uint8 [N, Hp, Wp, 3] (Hp, Wp multiples of 8), `chunk` frames
+  per call (rounded up to a multiple of the devices, the last call padded), each call's frames
+  split over `devices` (default: all local devices)."""
+  devices = tuple(jax.local_devices() if devices is None else devices)
+  chunk = -(-chunk // len(devices)) * len(devices)
+  fn = compiled_encoder(config, devices)
   parts = []
   for start in range(0, len(frames), chunk):
     block = frames[start:start + chunk]
@@ -114,7 +131,7 @@ def compiled_pair_fn(config: raft.RaftConfig, iters: int, all_iters: bool,
   (flow_low [P, h, w, 2], flow_up [P, Hp, Wp, 2], or [P, iters, Hp, Wp, 2] if all_iters).
 
   Pair (i, j) runs `raft.refine` on features i and j and image i's context. P must be a multiple
-  of len(devices): a shard_map over a 1-D 'pairs' mesh gives each device P / D pairs and
+  of len(devices): a shard_map over a 1-D mesh gives each device P / D pairs and
   replicated variables and features. Compiles once per P and video size.
   """
   model = raft.RAFT(config)
@@ -124,16 +141,15 @@ def compiled_pair_fn(config: raft.RaftConfig, iters: int, all_iters: bool,
     return raft.refine(model, variables, features.fmap[i], features.fmap[j], features.net[i],
                        features.inp[i], iters, flow_init, all_iters)
 
-  local = jax.vmap(one, in_axes=(None, None, 0, 0))
-  mesh = Mesh(np.asarray(devices), (PAIR_AXIS,))
-  split, replicated = PartitionSpec(PAIR_AXIS), PartitionSpec()
-  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(replicated, replicated, split, split),
-                               out_specs=split))
+  def local(variables, features, pairs, flow_init):
+    return jax.vmap(one, in_axes=(None, None, 0, 0))(variables, features, pairs, flow_init)
+
+  return _sharded(local, devices, whole=2, split=2)
 
 
 def replicate(tree, devices: Sequence[jax.Device]):
-  """`tree` placed whole on every device of a 1-D 'pairs' mesh."""
-  return jax.device_put(tree, NamedSharding(Mesh(np.asarray(devices), (PAIR_AXIS,)),
+  """`tree` placed whole on every device of a 1-D mesh of `devices`."""
+  return jax.device_put(tree, NamedSharding(Mesh(np.asarray(devices), (AXIS,)),
                                             PartitionSpec()))
 
 
@@ -251,7 +267,8 @@ class RaftBackend(flow_lib.FlowBackend):
   def features(self) -> Features:
     """The frames' encoder outputs, computed once and replicated over the devices."""
     if self._features is None:
-      features = encode_frames(self.config, self.variables, self.padding.pad(self._frames))
+      features = encode_frames(self.config, self.variables, self.padding.pad(self._frames),
+                               devices=self.devices)
       self._features = replicate(features, self.devices)
     return self._features
 

@@ -16,9 +16,12 @@ import pytest
 
 import raft_fixture_weights
 from omnimotion_jax import cli
+from omnimotion_jax import pipeline
+from omnimotion_jax.config import load_config
 from omnimotion_jax.data import flow as flow_lib
 from omnimotion_jax.data import pairs as pairs_lib
 from omnimotion_jax.data import preprocess as preprocess_lib
+from omnimotion_jax.data import store as store_lib
 from omnimotion_jax.data.nets import raft
 from omnimotion_jax.data.nets import raft_convert
 from omnimotion_jax.data.nets import raft_infer
@@ -55,7 +58,8 @@ def weights_files(variables, tmp_path_factory):
 
 def _padded_features(kind, variables):
   padding = raft_infer.input_padding(*FRAMES.shape[1:3])
-  return raft_infer.encode_frames(raft.MODELS[kind], variables[kind], padding.pad(FRAMES))
+  return raft_infer.encode_frames(raft.MODELS[kind], variables[kind], padding.pad(FRAMES),
+                                  devices=jax.devices()[:1])
 
 
 def _per_iteration(kind, variables, features, flow_init=None):
@@ -339,3 +343,26 @@ def test_fingerprint_has_the_weights_content_and_the_options(weights_files, tmp_
   other = flow_lib.make_backend('raft', FRAMES, raft=flow_lib.RaftOptions(
       str(copy), 'raft_small', ITERS))
   assert other.fingerprint() != base.fingerprint() and 'raft:raft_small' in base.fingerprint()
+
+
+def test_preprocess_stage_with_raft_flows(weights_files, tmp_path):
+  """The config fields reach the backend; the store's key follows the weights file's content."""
+  frames = _three_frames()
+  config = load_config('default', [
+      'data.flow_backend=raft', f'data.raft_weights={weights_files["raft_small"]}',
+      'data.raft_model=raft_small', f'data.raft_iters={ITERS}', 'data.raft_chunk=2',
+      'data.pair_plan=exhaustive', 'data.chain=False'])  # Stored flows = direct flows.
+  store = store_lib.load_store(pipeline.preprocess_stage(frames, tmp_path / 'w', config))
+  assert store.meta['backend'].startswith('raft:raft_small:iters=20:warm_start=False:weights=')
+  expected = _backend(frames, weights_files).flows(store.pairs)
+  np.testing.assert_allclose(store.flows.astype(np.float32), expected, atol=2e-2)
+  key = store.meta['preprocess_key']
+  assert preprocess_lib.load_input(frames, config.data, tmp_path / 'w').key == key
+  other = tmp_path / 'other.npz'  # Same path, other content: another key.
+  variables, meta = weights_lib.load_weights(weights_files['raft_small'], 'raft_small', 'x')
+  variables['params']['cnet']['conv2']['bias'] = variables['params']['cnet']['conv2']['bias'] + 1
+  weights_lib.save_weights(other, variables, 'raft_small', meta['source'], meta['layout'])
+  config.data.raft_weights = str(other)
+  first = preprocess_lib.load_input(frames, config.data, tmp_path / 'w').key
+  other.write_bytes(Path(weights_files['raft_small']).read_bytes())
+  assert preprocess_lib.load_input(frames, config.data, tmp_path / 'w').key != first
