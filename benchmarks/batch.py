@@ -58,7 +58,7 @@ def measure(workdirs: list[str], config_name: str, overrides: list[str], batched
 
   config = load_config(config_name, overrides)
   tc = config.train
-  args = (model_lib.model_config(config.model), *step_lib.train_configs(tc),
+  args = (model_lib.model_config(config.model), *step_lib.train_configs(tc, config.model.kind),
           tc.hard_mining.start, tc.steps_per_dispatch, tc.remat_chunks)
   datas = [sampler.train_data(workdir_lib.load_sequence(w)) for w in workdirs]
   init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))

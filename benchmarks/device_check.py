@@ -87,7 +87,7 @@ def transfers() -> dict:
   data = jax.device_put(common.synthetic_train_data(n, h, w))
   video = render.VideoShape(n, h, w)
   model, tx, multi, single = step_lib.compiled_train_steps(
-      model_lib.model_config(config.model), *step_lib.train_configs(tc),
+      model_lib.model_config(config.model), *step_lib.train_configs(tc, config.model.kind),
       tc.hard_mining.start, tc.steps_per_dispatch, tc.remat_chunks)
   state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), video)
   key = jax.random.PRNGKey(1)

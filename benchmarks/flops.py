@@ -166,7 +166,7 @@ def build_train_step(config, num_frames: int, height: int, width: int, seed: int
   video = render.VideoShape(num_frames, height, width)
   model_cfg = model_lib.model_config(config.model)
   model, tx, _, single = step_lib.compiled_train_steps(
-      model_cfg, *step_lib.train_configs(tc), tc.hard_mining.start, 1, tc.remat_chunks)
+      model_cfg, *step_lib.train_configs(tc, config.model.kind), tc.hard_mining.start, 1, tc.remat_chunks)
   init_key, loop_key = jax.random.split(jax.random.PRNGKey(config.seed + seed))
   state = step_lib.create_train_state(model, tx, init_key, video)
   return single, state, jax.device_put(data), loop_key

@@ -62,7 +62,7 @@ def run(config_name: str, overrides: list[str], frames: int, size: tuple[int, in
   config = load_config(config_name, overrides)
   height, width = size
   video = render.VideoShape(frames, height, width)
-  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  model = model_lib.build(model_lib.model_config(config.model))
   params = _block(model_lib.init_params(model, jax.random.PRNGKey(config.seed)))
   chunk = chunk_size or config.track.chunk_size
   margin = render.occlusion_margin(model, config.track.occlusion_eps_factor)

@@ -101,6 +101,12 @@ def get_config() -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------------------------------------
   # Model (paper Sec. 3).
   model = config.model = ml_collections.ConfigDict()
+  # 'volume': the paper's model (K samples per ray through a canonical density field, affine
+  # coupling bijection). 'surface' (not in the paper): one point per pixel on a learnable depth
+  # surface per frame, tied by grid-conditioned monotone couplings (model/surface.py), with
+  # occlusion by a depth test; the `surface` section below. The volume-only sections (time_net,
+  # canonical, bijection, num_samples) are ignored by it.
+  model.kind = 'volume'
   # Samples per ray, K.
   model.num_samples = 32
   # Depth range of the local quasi-3D frame, [z_min, z_max] (normalised units; x,y span [-1, 1]).
@@ -149,6 +155,22 @@ def get_config() -> ml_collections.ConfigDict:
   bij.affine_width = 256
   bij.affine_pe_freqs = 4
 
+  # Surface model (model.kind='surface'; model/surface.py, model/grid_coupling.py).
+  surf = model.surface = ml_collections.ConfigDict()
+  surf.permutation = (0, 1, 2, 0, 1, 2)  # Coordinate moved by each block (0=u, 1=v, 2=z).
+  surf.plane_sizes = (12, 96)        # Feature planes per block over the two fixed coordinates.
+  surf.plane_channels = 32           # Channels per plane.
+  surf.plane_init_std = 0.1          # Normal init of planes and time lines.
+  # Time line per plane (cells over normalised time [0, 1]); features are plane * line products.
+  surf.time_line_sizes = (8, 32)
+  surf.hidden = (32,)                # Hidden widths of each block's knot MLP.
+  surf.num_segments = 5              # Linear pieces of each monotone map (S; S + 1 knots).
+  surf.bound = 1.5                   # Half-width of the maps' domain (centred local units).
+  surf.min_segment = 0.05            # Smallest segment width (sigmoid units; bounds the slopes).
+  surf.leaky_slope = 0.01            # LeakyReLU negative slope.
+  surf.depth_grid = (32, 64, 64)     # Depth surface grid over (normalised time, v, u).
+  surf.occlusion_margin = 0.1        # Depth test margin (depth units, range max - min = 2).
+
   # ---------------------------------------------------------------------------------------------
   # Test-time optimisation (paper Sec. 4; reference `trainer.py`, `loaders/raft.py`). Each
   # sub-section maps one to one onto a dataclass of omnimotion_jax/train/.
@@ -170,6 +192,7 @@ def get_config() -> ml_collections.ConfigDict:
   optim.lr_time_net = 1e-3           # Time-code network (GaborNet on t).
   optim.lr_bijection = 1e-4          # Coupling layers, their code/position projections, affine MLP.
   optim.lr_canonical = 3e-4          # Canonical colour/density field.
+  optim.lr_depth = 1e-2              # Surface model's depth grid (model.kind='surface' only).
   optim.lr_decay_every = 20_000      # Steps between learning-rate halvings (StepLR).
   optim.lr_decay_factor = 0.5        # Multiplier applied every lr_decay_every steps.
   optim.adam_b1 = 0.9
@@ -220,6 +243,21 @@ def get_config() -> ml_collections.ConfigDict:
   loss.motion_depth_steps = 20_000
   loss.motion_depth_near = 0.5
   loss.motion_depth_far = 1.5
+
+  # Losses of the surface model (model.kind='surface'; train/surface_losses.py,
+  # SurfaceLossConfig). The volume model uses `loss` above.
+  sloss = train.surface_loss = ml_collections.ConfigDict()
+  sloss.w_flow = 1.0                 # Flow L1 (px).
+  sloss.w_surface = 10.0             # Co-visible mapped points on the target's surface (depth).
+  sloss.w_layering = 10.0            # Reliable-but-occluded points behind the target's surface.
+  sloss.layering_margin = 0.1        # ... by at least this much (depth units).
+  sloss.w_smooth = 20.0              # 3D acceleration of surface points over (i-1, i, i+1).
+  sloss.smooth_points_fraction = 0.25  # Fraction of each pair's points used by smoothness.
+  sloss.w_depth_smooth = 1.0         # Squared differences of neighbouring depth-grid cells.
+  sloss.w_motion_depth = 0.0         # Motion-depth prior on the source surface (as loss.*).
+  sloss.motion_depth_steps = 20_000
+  sloss.motion_depth_near = 0.5
+  sloss.motion_depth_far = 1.5
 
   # Dominant-motion fit of the adjacent flows, for the motion-depth labels (train/priors.py,
   # PriorsConfig).

@@ -34,7 +34,7 @@ def cmd_config(args) -> None:
 
   config = load_config(args.config, args.overrides)
   print(config)
-  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  model = model_lib.build(model_lib.model_config(config.model))
   shapes = jax.eval_shape(lambda k: model_lib.init_params(model, k), jax.random.key(0))
   print(f'config hash: {config_hash(config)}')
   print('parameters:')

@@ -132,7 +132,7 @@ def _prepare_training(config: ml_collections.ConfigDict, workdir: Path):
   seq = workdir_lib.load_sequence(workdir)
   set_aside_stale_checkpoints(workdir, seq.meta.get('preprocess_key', ''), config)
   video = video_shape(seq)
-  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  model = model_lib.build(model_lib.model_config(config.model))
   depth_fn = track.make_depth_fn(model, video)
   frames = sorted({int(round(f * (video.num_frames - 1))) for f in SNAPSHOT_FRAME_FRACTIONS})
   (workdir / workdir_lib.SNAPSHOTS).mkdir(parents=True, exist_ok=True)
@@ -180,7 +180,7 @@ def load_trained(config: ml_collections.ConfigDict, workdir: Path):
   """(model, params, seq) from workdir's store and the parameters of its newest checkpoint."""
   workdir = Path(workdir)
   seq = workdir_lib.load_sequence(workdir)
-  model = model_lib.OmniMotion(model_lib.model_config(config.model))
+  model = model_lib.build(model_lib.model_config(config.model))
   abstract = jax.eval_shape(lambda k: model_lib.init_params(model, k), jax.random.PRNGKey(0))
   restored = checkpoint.restore_params(workdir / workdir_lib.CHECKPOINTS, abstract)
   if restored is None:

@@ -32,7 +32,6 @@ from omnimotion_jax.data import flow as flow_lib
 from omnimotion_jax.data import pairs as pairs_lib
 from omnimotion_jax.data import store as store_lib
 from omnimotion_jax.data import video as video_lib
-from omnimotion_jax.data.nets import weights as weights_lib
 from omnimotion_jax.data.nets import dino as dino_lib
 from omnimotion_jax.data.nets import weights as weights_lib
 from omnimotion_jax.config import config_hash

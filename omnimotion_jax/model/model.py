@@ -14,9 +14,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from omnimotion_jax.model import surface as surface_lib
 from omnimotion_jax.model.canonical import CanonicalConfig, CanonicalField
 from omnimotion_jax.model.coupling import Bijection, BijectionConfig
 from omnimotion_jax.model.gabor import GaborNet, GaborNetConfig
+from omnimotion_jax.model.grid_coupling import GridCouplingConfig
+
+# config.model.kind: the paper's volume model, or the one-point-per-pixel surface model.
+KINDS = ('volume', 'surface')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +37,23 @@ class ModelConfig:
   transmittance_eps: float = 1e-10
 
 
-def model_config(model_cfg: ml_collections.ConfigDict) -> ModelConfig:
-  """Turns the `config.model` ConfigDict into frozen dataclasses (the module boundary)."""
+def model_config(model_cfg: ml_collections.ConfigDict
+                 ) -> ModelConfig | surface_lib.SurfaceConfig:
+  """Turns the `config.model` ConfigDict into frozen dataclasses (the module boundary): a
+  ModelConfig for model.kind='volume' (the paper's), a SurfaceConfig for 'surface'."""
+  if model_cfg.kind not in KINDS:
+    raise ValueError(f'model.kind={model_cfg.kind!r}: use one of {KINDS}.')
+  if model_cfg.kind == 'surface':
+    s = model_cfg.surface
+    coupling = GridCouplingConfig(
+        permutation=tuple(s.permutation), plane_sizes=tuple(s.plane_sizes),
+        plane_channels=s.plane_channels, plane_init_std=s.plane_init_std,
+        time_line_sizes=tuple(s.time_line_sizes),
+        hidden=tuple(s.hidden), num_segments=s.num_segments, bound=s.bound,
+        min_segment=s.min_segment, leaky_slope=s.leaky_slope)
+    return surface_lib.SurfaceConfig(
+        coupling=coupling, depth_grid=tuple(s.depth_grid), min_depth=model_cfg.min_depth,
+        max_depth=model_cfg.max_depth, occlusion_margin=s.occlusion_margin)
   t = model_cfg.time_net
   b = model_cfg.bijection
   return ModelConfig(
@@ -108,8 +128,21 @@ def _jitted_init(config: ModelConfig):
   return jax.jit(lambda key: model.init(key, x, t)['params'])
 
 
-def init_params(model: OmniMotion, key: jax.Array) -> dict:
+def build(config: ModelConfig | surface_lib.SurfaceConfig) -> nn.Module:
+  """The model module for a typed config (OmniMotion or surface.SurfaceModel)."""
+  if isinstance(config, surface_lib.SurfaceConfig):
+    return surface_lib.SurfaceModel(config)
+  return OmniMotion(config)
+
+
+def is_surface(model: nn.Module) -> bool:
+  return isinstance(model, surface_lib.SurfaceModel)
+
+
+def init_params(model: nn.Module, key: jax.Array) -> dict:
   """Initial parameters of `model` (the `params` collection)."""
+  if is_surface(model):
+    return surface_lib.init_params(model, key)
   return _jitted_init(model.config)(key)
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from omnimotion_jax import progress
 from omnimotion_jax.model import geometry
-from omnimotion_jax.model.model import ModelConfig, OmniMotion, frame_times
+from omnimotion_jax.model import surface
+from omnimotion_jax.model.model import ModelConfig, OmniMotion, build, frame_times, is_surface
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,9 +141,14 @@ def ray_weights(model: OmniMotion, params, px: jax.Array, frame_idx: jax.Array,
   return compositing_weights(sigma[..., 0], cfg.transmittance_eps), z
 
 
-def occlusion_margin(model: OmniMotion, eps_factor: float) -> float:
-  """Depth margin eps = eps_factor * (max_depth - min_depth) / K of the occlusion test."""
+def occlusion_margin(model, eps_factor: float) -> float:
+  """Depth margin eps = eps_factor * (max_depth - min_depth) / K of the occlusion test.
+
+  The surface model has no K: its margin is model.surface.occlusion_margin (eps_factor unused).
+  """
   cfg = model.config
+  if is_surface(model):
+    return cfg.occlusion_margin
   return eps_factor * (cfg.max_depth - cfg.min_depth) / cfg.num_samples
 
 
@@ -164,19 +170,26 @@ def occlusion_score(model: OmniMotion, params, px: jax.Array, frame_idx: jax.Arr
   return occlusion_from_weights(w, z, depth, margin)
 
 
-def pseudo_depth(model: OmniMotion, params, px: jax.Array, frame_idx: jax.Array,
+def pseudo_depth(model, params, px: jax.Array, frame_idx: jax.Array,
                  video: VideoShape) -> jax.Array:
-  """Expected local depth sum_k w_k z_k [R] of deterministic rays at px [R, 2] in frames [R]."""
+  """Expected local depth sum_k w_k z_k [R] of deterministic rays at px [R, 2] in frames [R]
+  (the surface model: its depth surface there)."""
+  if is_surface(model):
+    return surface.pseudo_depth(model, params, px, frame_idx, video)
   w, z = ray_weights(model, params, px, frame_idx, video)
   return jnp.sum(w * z, axis=-1)
 
 
-def make_mapper(model: OmniMotion, video: VideoShape, occlusion_margin: float,
+def make_mapper(model, video: VideoShape, occlusion_margin: float,
                 use_max_loc: bool = True, with_occlusion: bool = True):
   """Jitted (params, px [C,2], src [C], tgt [C]) -> (px [C,2], depth [C], occlusion score [C]).
 
-  With with_occlusion=False the occlusion pass is skipped and the score is all zeros.
+  With with_occlusion=False the occlusion pass is skipped and the score is all zeros. The surface
+  model maps its surface points (use_max_loc does not apply) and scores occlusion by its depth
+  test (surface.make_mapper).
   """
+  if is_surface(model):
+    return surface.make_mapper(model, video, occlusion_margin, with_occlusion)
 
   @jax.jit
   def mapper(params, px, src, tgt):
@@ -192,11 +205,11 @@ def make_mapper(model: OmniMotion, video: VideoShape, occlusion_margin: float,
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_mapper(model_cfg: ModelConfig, video: VideoShape, occlusion_margin: float,
+def compiled_mapper(model_cfg, video: VideoShape, occlusion_margin: float,
                     use_max_loc: bool = True, with_occlusion: bool = True):
   """`make_mapper` of OmniMotion(model_cfg), cached per process: the videos of one size in a
   suite, or the training and tracking of one video, compile it once."""
-  return make_mapper(OmniMotion(model_cfg), video, occlusion_margin, use_max_loc, with_occlusion)
+  return make_mapper(build(model_cfg), video, occlusion_margin, use_max_loc, with_occlusion)
 
 
 def map_in_chunks(mapper, params, px: np.ndarray, src: np.ndarray, tgt: np.ndarray,

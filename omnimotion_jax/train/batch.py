@@ -130,8 +130,8 @@ def compiled_batched_steps(model_cfg: model_lib.ModelConfig, samp_cfg: sampler.S
   vmapped) with no cross-device traffic, the dispatch's steps looping on each device (lax.scan
   inside the map).
   """
-  model = model_lib.OmniMotion(model_cfg)
-  tx = step_lib.make_optimizer(opt_cfg)
+  model = model_lib.build(model_cfg)
+  tx = step_lib.make_optimizer(opt_cfg, step_lib.param_groups(model))
   train_step = step_lib.make_train_step(
       model, tx, samp_cfg, loss_cfg, hard_mining_start, step_lib.lr_schedules(opt_cfg),
       remat_chunks)

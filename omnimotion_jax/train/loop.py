@@ -230,7 +230,7 @@ def _fit_group(config, workdirs: list[Path], datas, *, devices, stop_at, on_chec
   compiled = {'single': step_lib.compiled_train_steps, 'batch': batch_lib.compiled_batched_steps,
               'parallel': parallel_lib.compiled_parallel_steps}[mode]
   model, tx, multi, single = compiled(
-      model_cfg, *step_lib.train_configs(tc), tc.hard_mining.start, tc.steps_per_dispatch,
+      model_cfg, *step_lib.train_configs(tc, config.model.kind), tc.hard_mining.start, tc.steps_per_dispatch,
       tc.remat_chunks, *(() if mode == 'single' else (devices,)))
   init_key, loop_key = jax.random.split(jax.random.PRNGKey(config.seed))
   datas = [prepare_data(config, d) for d in datas]

@@ -48,8 +48,8 @@ def compiled_parallel_steps(model_cfg: model_lib.ModelConfig, samp_cfg: sampler.
   Same signature and state as `step.compiled_train_steps`; pass the state and data replicated
   (`replicated(devices)`).
   """
-  model = model_lib.OmniMotion(model_cfg)
-  tx = step_lib.make_optimizer(opt_cfg)
+  model = model_lib.build(model_cfg)
+  tx = step_lib.make_optimizer(opt_cfg, step_lib.param_groups(model))
   train_step = step_lib.make_train_step(
       model, tx, per_device_sampling(samp_cfg, len(devices)), loss_cfg, hard_mining_start,
       step_lib.lr_schedules(opt_cfg), remat_chunks, axis_name=RAY_AXIS)

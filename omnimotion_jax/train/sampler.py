@@ -112,6 +112,10 @@ class Batch:
     rgb_src: [B, R, 3] colour of the source frame at px_src (zero outside the frame).
     weights: [B, R] per-point weight (pair-gap weight times validity).
     max_gap: [] int32, the current max gap M.
+    covisible: [B, R] bool, the point passed the pair's cycle test (R mask): visible in both
+      frames. Adjacent pairs supervise every pixel's flow, but only these are known co-visible.
+    occluded_tgt: [B, R] bool, the point is reliable but occluded in the target frame (G mask;
+      never for swapped pairs, whose source is the occluded side).
   """
   src: jax.Array
   tgt: jax.Array
@@ -120,6 +124,8 @@ class Batch:
   rgb_src: jax.Array
   weights: jax.Array
   max_gap: jax.Array
+  covisible: jax.Array | None = None
+  occluded_tgt: jax.Array | None = None
 
 
 def bilinear(image: jax.Array, px: jax.Array) -> jax.Array:
@@ -217,6 +223,7 @@ def sample_batch(key: jax.Array, data: TrainData, step: jax.Array, cfg: SamplerC
   px2 = px1 + data.flows[pair[:, None], ys, xs].astype(jnp.float32)
   rgb1 = data.frames[src[:, None], ys, xs]
   in_cycle = jnp.take_along_axis(cycle, idx, axis=-1)
+  in_occluded = jnp.take_along_axis(data.occluded[pair].reshape(b, h * w), idx, axis=-1)
 
   weight = jnp.cos((gap - 1).astype(jnp.float32) / jnp.maximum(gap_limit, 1) * (jnp.pi / 2))
   weight = jnp.where(has_valid, weight, 0.0)[:, None] * jnp.ones((b, r))
@@ -229,7 +236,8 @@ def sample_batch(key: jax.Array, data: TrainData, step: jax.Array, cfg: SamplerC
       px_src=jnp.where(sw[..., None], px2, px1), px_tgt=jnp.where(sw[..., None], px1, px2),
       rgb_src=jnp.where(sw[..., None], rgb2, rgb1),
       weights=jnp.where(sw, weight * in_cycle, weight),
-      max_gap=gap_limit)
+      max_gap=gap_limit, covisible=in_cycle & has_valid[:, None],
+      occluded_tgt=in_occluded & ~sw & has_valid[:, None])
 
 
 def train_data(seq) -> TrainData:

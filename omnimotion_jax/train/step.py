@@ -21,8 +21,11 @@ from omnimotion_jax.model import model as model_lib
 from omnimotion_jax.model import render
 from omnimotion_jax.train import losses
 from omnimotion_jax.train import sampler
+from omnimotion_jax.train import surface_losses
 
-PARAM_GROUPS = ('time_net', 'bijection', 'canonical')
+# Top-level parameter groups, each with its own learning rate: the volume model's three networks,
+# and the surface model's bijection and depth surface.
+PARAM_GROUPS = ('time_net', 'bijection', 'canonical', 'depth')
 
 
 @flax.struct.dataclass
@@ -79,6 +82,7 @@ class OptimConfig:
   lr_time_net: float
   lr_bijection: float
   lr_canonical: float
+  lr_depth: float
   lr_decay_every: int
   lr_decay_factor: float
   adam_b1: float
@@ -87,27 +91,41 @@ class OptimConfig:
   grad_clip_norm: float
 
 
-def train_configs(train_cfg: ml_collections.ConfigDict
-                  ) -> tuple[sampler.SamplerConfig, LossConfig, OptimConfig]:
-  """The step's typed configs from config.train's sections (sampling, loss, optim)."""
-  return (sampler.SamplerConfig(**train_cfg.sampling), LossConfig(**train_cfg.loss),
-          OptimConfig(**train_cfg.optim))
+def train_configs(train_cfg: ml_collections.ConfigDict, model_kind: str
+                  ) -> tuple[sampler.SamplerConfig, LossConfig | surface_losses.SurfaceLossConfig,
+                             OptimConfig]:
+  """The step's typed configs from config.train's sections: sampling, the losses of the model
+  kind (config.model.kind: `loss` for 'volume', `surface_loss` for 'surface') and optim."""
+  loss = (surface_losses.SurfaceLossConfig(**train_cfg.surface_loss) if model_kind == 'surface'
+          else LossConfig(**train_cfg.loss))
+  return sampler.SamplerConfig(**train_cfg.sampling), loss, OptimConfig(**train_cfg.optim)
 
 
 def lr_schedules(cfg: OptimConfig) -> dict[str, optax.Schedule]:
   """Step-decay (StepLR) schedule per parameter group."""
   base = {'time_net': cfg.lr_time_net, 'bijection': cfg.lr_bijection,
-          'canonical': cfg.lr_canonical}
+          'canonical': cfg.lr_canonical, 'depth': cfg.lr_depth}
   return {name: optax.exponential_decay(lr, transition_steps=cfg.lr_decay_every,
                                         decay_rate=cfg.lr_decay_factor, staircase=True)
           for name, lr in base.items()}
 
 
-def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-  """Adam with one learning-rate schedule per group (time net, bijection, canonical field)."""
+def param_groups(model) -> tuple[str, ...]:
+  """The model's top-level parameter groups (a subset of PARAM_GROUPS)."""
+  return ('bijection', 'depth') if model_lib.is_surface(model) else PARAM_GROUPS[:3]
+
+
+def make_optimizer(cfg: OptimConfig, groups: tuple[str, ...] = PARAM_GROUPS[:3]
+                   ) -> optax.GradientTransformation:
+  """Adam with one learning-rate schedule per top-level parameter group.
+
+  groups: the model's groups (`param_groups`); only those get an optimiser state, so a volume
+  model's state has the layout it had before the surface model existed.
+  """
   adam = lambda sched: optax.adam(sched, b1=cfg.adam_b1, b2=cfg.adam_b2,
                                   eps=cfg.adam_eps)
-  tx = optax.multi_transform({k: adam(s) for k, s in lr_schedules(cfg).items()},
+  schedules = lr_schedules(cfg)
+  tx = optax.multi_transform({k: adam(schedules[k]) for k in groups},
                              lambda params: {k: k for k in params})
   if cfg.grad_clip_norm > 0:
     # A global norm (the reference's clip, when enabled, was per tensor).
@@ -115,7 +133,7 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
   return tx
 
 
-def create_train_state(model: model_lib.OmniMotion, tx: optax.GradientTransformation,
+def create_train_state(model, tx: optax.GradientTransformation,
                        key: jax.Array, video: render.VideoShape) -> TrainState:
   params = model_lib.init_params(model, key)
   n, h, w = video.num_frames, video.height, video.width
@@ -193,7 +211,7 @@ def _tree_all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformation,
+def make_train_step(model, tx: optax.GradientTransformation,
                     samp_cfg: sampler.SamplerConfig, loss_cfg: LossConfig,
                     hard_mining_start: int, schedules=None, remat_chunks: int = 1,
                     axis_name: str | None = None):
@@ -206,7 +224,11 @@ def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformatio
   The video's frame count and size come from `data.size` (data, not constants), so one compiled
   step serves any video whose arrays have the compiled shapes, padded ones included.
   remat_chunks: see `compute_losses` (num_chunks); config.train.remat_chunks.
+  loss_cfg: LossConfig for the volume model, surface_losses.SurfaceLossConfig for the surface
+  model (train_configs picks it by config.model.kind).
   """
+
+  surface = model_lib.is_surface(model)
 
   def train_step(state: TrainState, data: sampler.TrainData, root_key: jax.Array):
     video = data.video()
@@ -226,8 +248,11 @@ def make_train_step(model: model_lib.OmniMotion, tx: optax.GradientTransformatio
       labels = data.motion_labels[batch.src[:, None], y, x].reshape(-1)
 
     def loss_fn(params):
-      terms = compute_losses(model, params, batch, k_strat, video, loss_cfg, remat_chunks,
-                             labels)
+      if surface:
+        terms = surface_losses.compute_losses(model, params, batch, video, loss_cfg, labels)
+      else:
+        terms = compute_losses(model, params, batch, k_strat, video, loss_cfg, remat_chunks,
+                               labels)
       total = losses.total_loss({k: v for k, v in terms.items() if not k.startswith('_')}, weights)
       return total, terms
 
@@ -285,8 +310,8 @@ def compiled_train_steps(model_cfg: model_lib.ModelConfig,
   Cached per process on the (hashable) explicit configs, so that several runs of the same setting
   in one process (resume, evaluation suites, tests) compile the step once per data shape.
   """
-  model = model_lib.OmniMotion(model_cfg)
-  tx = make_optimizer(opt_cfg)
+  model = model_lib.build(model_cfg)
+  tx = make_optimizer(opt_cfg, param_groups(model))
   train_step = make_train_step(model, tx, samp_cfg, loss_cfg, hard_mining_start,
                                lr_schedules(opt_cfg), remat_chunks)
   multi = jax.jit(make_multi_step(train_step, steps_per_dispatch), donate_argnums=0)

@@ -56,7 +56,7 @@ def videos(tmp_path_factory):
 def _steps(config, devices):
   """(single-video steps, batched steps over `devices`), as fit / fit_many use them."""
   tc = config.train
-  args = (model_lib.model_config(config.model), *step_lib.train_configs(tc),
+  args = (model_lib.model_config(config.model), *step_lib.train_configs(tc, config.model.kind),
           tc.hard_mining.start, tc.steps_per_dispatch, tc.remat_chunks)
   return (step_lib.compiled_train_steps(*args),
           batch.compiled_batched_steps(*args, tuple(devices)))
@@ -141,7 +141,7 @@ def test_the_sampler_never_draws_padding(videos):
 def test_pad_and_crop_round_trip_and_stack_refuses_unpadded_videos(videos):
   config = _config()
   model = model_lib.OmniMotion(model_lib.model_config(config.model))
-  tx = step_lib.make_optimizer(step_lib.train_configs(config.train)[2])
+  tx = step_lib.make_optimizer(step_lib.train_configs(config.train, config.model.kind)[2])
   state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), _shape(videos[0]))
   state = state.replace(error_map=np.random.default_rng(0).random(state.error_map.shape))
   padded = batch.pad_state(state, batch.padded_shape(videos))
@@ -212,7 +212,7 @@ def test_data_parallel_training_splits_the_rays_and_averages_the_gradients(run_d
   config = _config('train.num_steps=8', 'train.checkpoint_every=4')
   data = sampler.train_data(workdir_lib.load_sequence(dirs[0]))
   tc = config.train
-  samp, loss_cfg, opt = step_lib.train_configs(tc)
+  samp, loss_cfg, opt = step_lib.train_configs(tc, config.model.kind)
   devices = tuple(jax.devices())
   model, tx, _, step = parallel.compiled_parallel_steps(
       model_lib.model_config(config.model), samp, loss_cfg, opt, tc.hard_mining.start, 1,

@@ -55,7 +55,7 @@ def data(workdir):
 def _setup(config, data):
   video = render.VideoShape(*data.frames.shape[:3])
   model = model_lib.OmniMotion(model_lib.model_config(config.model))
-  samp_cfg, loss_cfg, opt_cfg = step_lib.train_configs(config.train)
+  samp_cfg, loss_cfg, opt_cfg = step_lib.train_configs(config.train, config.model.kind)
   tx = step_lib.make_optimizer(opt_cfg)
   state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), video)
   step = step_lib.make_train_step(model, tx, samp_cfg, loss_cfg,
@@ -117,7 +117,7 @@ def test_fit_compiles_each_step_function_once(tmp_path, data):
   model_cfg = model_lib.model_config(config.model)
   # The very functions that fit gets from the same per-process cache.
   _, _, multi, single = step_lib.compiled_train_steps(
-      model_cfg, *step_lib.train_configs(tc), tc.hard_mining.start, tc.steps_per_dispatch,
+      model_cfg, *step_lib.train_configs(tc, config.model.kind), tc.hard_mining.start, tc.steps_per_dispatch,
       tc.remat_chunks)
   assert int(train.fit(config, tmp_path, data).step) == 14
   assert multi is not single
@@ -331,7 +331,7 @@ def test_the_compiled_steps_make_no_implicit_host_device_transfer(data):
   tc = config.train
   video = render.VideoShape(*data.frames.shape[:3])
   model, tx, multi, single = step_lib.compiled_train_steps(
-      model_lib.model_config(config.model), *step_lib.train_configs(tc),
+      model_lib.model_config(config.model), *step_lib.train_configs(tc, config.model.kind),
       tc.hard_mining.start, tc.steps_per_dispatch, tc.remat_chunks)
   state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), video)
   d, key = jax.device_put(data), jax.random.PRNGKey(1)
