@@ -41,7 +41,9 @@ setup(
     ],
     extras_require={
         'cuda12': ['jax[cuda12]'],
-        'test': ['pytest>=7', 'setuptools', 'wheel'],  # The non-editable install test builds offline.
+        # setuptools/wheel: the non-editable install test builds offline; pytest-xdist: the suite
+        # runs in one process per core (Makefile).
+        'test': ['pytest>=7', 'pytest-xdist>=3', 'setuptools', 'wheel'],
     },
     entry_points={'console_scripts': ['omnimotion-jax=omnimotion_jax.cli:main']},
 )

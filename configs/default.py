@@ -77,6 +77,14 @@ def get_config() -> ml_collections.ConfigDict:
   # (cycle-consistent) and the still-valid chain agree within direct_agreement_px, with the
   # direct flow (filtering.chain_flows). Needs direct_agreement_px > 0.
   data.require_agreement = False
+  # Not in the reference (0 = fixed radius): the agreement radius grows by this many px per frame
+  # of gap beyond 1, as the chain drifts (filtering.chain_flows).
+  data.agreement_px_per_frame = 0.0
+  # Not in the reference, with require_agreement: which correspondences that only one witness
+  # vouches for are kept too: 'none' (strict intersection), 'direct' (cycle-consistent direct
+  # flow where the chain broke), 'chain' (valid chain where the direct flow failed its cycle
+  # test) or 'both' (a union; points where both are valid and disagree are dropped).
+  data.single_witness = 'none'
   # Chaining and long-gap filtering: min cosine similarity of per-frame features (if given).
   data.feature_similarity_threshold = 0.5
   # Frame gap from which the feature-similarity check applies to direct pairs (frames).

@@ -125,6 +125,10 @@ _POSITIVE = ('train.optim.lr_bijection', 'train.optim.lr_canonical', 'train.opti
              'model.max_depth')
 _NON_NEGATIVE = (
     'data.cycle_threshold', 'data.direct_agreement_px', 'data.occlusion_cycle_threshold',
+    'data.agreement_px_per_frame', 'train.surface_loss.w_flow', 'train.surface_loss.w_surface',
+    'train.surface_loss.w_layering', 'train.surface_loss.w_smooth',
+    'train.surface_loss.w_depth_smooth', 'train.surface_loss.w_motion_depth',
+    'model.surface.occlusion_margin', 'train.optim.lr_depth',
     'train.loss.w_flow', 'train.loss.w_smooth', 'train.loss.w_rgb_max',
     'train.loss.w_depth_range', 'train.loss.w_distortion_max', 'train.loss.w_motion_depth',
     'train.optim.grad_clip_norm', 'track.cycle_threshold', 'track.cycle_threshold_per_frame')
@@ -133,9 +137,19 @@ _FRACTION = ('train.sampling.swap_prob', 'train.sampling.hard_mining_fraction',
              'track.occlusion_threshold')
 
 
+# Fields with a fixed set of values (the modules that use them check the same tuples:
+# model.model.KINDS, data.filtering.SINGLE_WITNESS; tests/test_config.py compares them).
+CHOICES = {'model.kind': ('volume', 'surface'),
+           'data.single_witness': ('none', 'direct', 'chain', 'both')}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises UserInputError naming the first numeric field outside its valid range."""
+  """Raises UserInputError naming the first field outside its valid range or choices."""
   flat = flatten_dict(config.to_dict())
+  for key, choices in CHOICES.items():
+    if key in flat and flat[key] not in choices:
+      raise UserInputError(f'{key}={flat[key]!r}: must be one of {choices}. Fix it in the config '
+                           f'file or in --set {key}=...')
   checks = ([(k, 'a positive integer', lambda v: isinstance(v, int) and v > 0)
              for k in _POSITIVE_INT]
             + [(k, 'a number > 0', lambda v: v > 0) for k in _POSITIVE]

@@ -13,8 +13,11 @@ if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '')
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-# Tests compile the same programs on every run; cache them on disk next to the repo.
-_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.cache', 'xla')
+# Tests compile the same programs on every run; cache them on disk next to the repo, one folder
+# per pytest-xdist worker (gw0, gw1, ...), so that parallel workers never write one cache entry
+# at the same time.
+_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.cache', 'xla',
+                      os.environ.get('PYTEST_XDIST_WORKER', 'main'))
 jax.config.update('jax_compilation_cache_dir', _CACHE)
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)  # And in the tests' subprocesses.
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)

@@ -27,6 +27,8 @@ import numpy as np
 
 from omnimotion_jax import progress
 
+# chain_flows(single_witness=...): which one-witness correspondences are kept.
+SINGLE_WITNESS = ('none', 'direct', 'chain', 'both')
 # Added to feature norms before dividing (cosine similarity of all-zero features is 0).
 FEATURE_NORM_EPS = 1e-8
 
@@ -241,6 +243,7 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
                 frames: np.ndarray, *, rgb_threshold: float, features: np.ndarray | None = None,
                 feature_similarity_threshold: float = 0.5, has_direct: np.ndarray | None = None,
                 direct_agreement_px: float = 0.0, require_agreement: bool = False,
+                agreement_px_per_frame: float = 0.0, single_witness: str = 'none',
                 out_dtype=np.float16) -> tuple[np.ndarray, np.ndarray]:
   """Augments every pair's flow with chained adjacent flows (reference chain_raft, sec. 1.6).
 
@@ -265,6 +268,14 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
   off where they disagree (benchmarks/QUALITY.md). The chain itself continues unchanged (its
   position snaps to the direct flow where they agree), so it stays independent of later direct
   flows.
+  agreement_px_per_frame (not in the reference): the agreement radius grows by this many px per
+  frame of gap beyond 1 (the chain drifts with every step it takes, so a fixed radius rejects
+  correct direct flows at long gaps).
+  single_witness (with require_agreement; not in the reference): which correspondences that only
+  one witness vouches for are kept as well: 'none' (the strict intersection), 'direct' (the
+  direct flow passes its cycle test where the chain is no longer valid), 'chain' (the chain is
+  valid where the direct flow fails its cycle test), or 'both' (a union: everything except
+  points where both witnesses are valid and disagree).
   The chain from i runs only as far as the farthest listed pair from i in that direction.
   Gap-1 pairs come out unchanged (A = f, M = R). G masks are not changed (use the input ones).
   Unlike the reference, this writes new arrays and never modifies its inputs (the reference
@@ -292,6 +303,10 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
   num_frames, height, width = frames.shape[:3]
   if require_agreement and direct_agreement_px <= 0:
     raise ValueError('require_agreement needs direct_agreement_px > 0 (the agreement radius).')
+  if single_witness not in SINGLE_WITNESS:
+    raise ValueError(f'single_witness={single_witness!r}: use one of {SINGLE_WITNESS}.')
+  keep_direct = single_witness in ('direct', 'both')
+  keep_chain = single_witness in ('chain', 'both')
   lookup = pair_lookup(pairs)
   has_direct = np.ones(len(pairs), bool) if has_direct is None else np.asarray(has_direct, bool)
   for i in range(num_frames - 1):
@@ -315,14 +330,17 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
     for j in range(i + step, last + step, step):
       k = lookup.get((i, j), -1)
       direct = k >= 0 and has_direct[k]
+      radius = direct_agreement_px + agreement_px_per_frame * (abs(j - i) - 1)
       if direct and require_agreement:
         direct_flow = flows[k].astype(np.float32)
-        witnessed = cycle[k] & (np.linalg.norm(direct_flow - acc, axis=-1) <= direct_agreement_px)
+        chain_flow = acc
+        close = np.linalg.norm(direct_flow - acc, axis=-1) <= radius
+        witnessed = cycle[k] & close
         acc = np.where(witnessed[..., None], direct_flow, acc)
       elif direct:
         use = cycle[k] | occluded[k]
         if direct_agreement_px > 0:
-          apart = np.linalg.norm(flows[k].astype(np.float32) - acc, axis=-1) > direct_agreement_px
+          apart = np.linalg.norm(flows[k].astype(np.float32) - acc, axis=-1) > radius
           use &= ~(mask & apart)
         acc = np.where(use[..., None], flows[k].astype(np.float32), acc)
       cx, cy = x + acc[..., 0], y + acc[..., 1]
@@ -337,9 +355,22 @@ def chain_flows(pairs: np.ndarray, flows: np.ndarray, cycle: np.ndarray, occlude
       if direct and not require_agreement:
         mask |= cycle[k] & use
         mask &= ~(occluded[k] & use)
-      if k >= 0:
-        flows_out[k] = acc
-        cycle_out[k] = mask & witnessed if direct and require_agreement else mask
+      if k >= 0 and direct and require_agreement:
+        # mask: the chain is still valid at its own position (witnessed points snapped to the
+        # direct flow, within the radius).
+        valid = mask & witnessed
+        out = acc
+        if keep_direct:
+          alone = cycle[k] & ~mask
+          valid |= alone
+          out = np.where(alone[..., None], direct_flow, out)
+        if keep_chain:
+          alone = mask & ~cycle[k]
+          valid |= alone
+          out = np.where(alone[..., None], chain_flow, out)
+        flows_out[k], cycle_out[k] = out, valid
+      elif k >= 0:
+        flows_out[k], cycle_out[k] = acc, mask
       if j != last:
         acc = acc + sampled[..., 3:]
         mask &= _all_set(next_flat, taps)

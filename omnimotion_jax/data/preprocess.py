@@ -42,7 +42,7 @@ META_FIELDS = ('max_side', 'stride', 'max_frames', 'pair_plan', 'dense_gap', 'lo
                'long_gap_growth', 'max_gap', 'chain', 'cycle_threshold', 'occlusion_cycle_threshold',
                'occlusion_return_threshold', 'occlusion_max_gap', 'chain_rgb_threshold',
                'feature_similarity_threshold', 'feature_check_min_gap', 'direct_agreement_px',
-               'require_agreement')
+               'require_agreement', 'agreement_px_per_frame', 'single_witness')
 CACHE_CHUNK = 64  # Direct flows per cache file (~16 MB at 256x256 in float16).
 FEATURES_SUBDIR = ('features', 'dino')  # Per-frame features inside a reference sequence folder.
 
@@ -108,7 +108,8 @@ def preprocess_frames(frames: np.ndarray, frame_indices: np.ndarray, data_cfg, *
     flows, cycle = filtering.chain_flows(
         plan.pairs, stored_flows, cycle, occluded, frames, rgb_threshold=c.chain_rgb_threshold,
         features=features, feature_similarity_threshold=c.feature_similarity_threshold,
-        direct_agreement_px=c.direct_agreement_px, require_agreement=c.require_agreement)
+        direct_agreement_px=c.direct_agreement_px, require_agreement=c.require_agreement,
+        agreement_px_per_frame=c.agreement_px_per_frame, single_witness=c.single_witness)
   else:
     flows = stored_flows
   timings['chain'] = time.perf_counter() - t0

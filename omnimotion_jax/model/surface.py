@@ -20,6 +20,7 @@ sits at normalised time t_i = i / (N - 1).
 """
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -124,8 +125,15 @@ class SurfaceModel(nn.Module):
     return self.to_local(self.to_canonical(self.lift(uv, t), t), t)
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_init(config: SurfaceConfig):
+  model = SurfaceModel(config)  # Compiled once per config and process, as the volume model's.
+  return jax.jit(lambda key: model.init(key, jnp.zeros((1, 2), jnp.float32),
+                                        jnp.zeros((1, 1), jnp.float32))['params'])
+
+
 def init_params(model: SurfaceModel, key: jax.Array) -> dict:
-  return model.init(key, jnp.zeros((1, 2), jnp.float32), jnp.zeros((1, 1), jnp.float32))['params']
+  return _jitted_init(model.config)(key)
 
 
 def _apply(model, params, *args, method):

@@ -152,7 +152,8 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: Path) -> None:
 def prepare_data(config: ml_collections.ConfigDict, data: sampler.TrainData) -> sampler.TrainData:
   """A video's TrainData (numpy) with the motion labels its config's priors need."""
   data = jax.device_get(data)
-  if config.train.loss.w_motion_depth > 0:
+  losses = config.train.surface_loss if config.model.kind == 'surface' else config.train.loss
+  if losses.w_motion_depth > 0:
     labels = priors.video_motion_labels(data, priors.PriorsConfig(**config.train.priors))
     data = dataclasses.replace(data, motion_labels=labels)
   return data
@@ -230,8 +231,8 @@ def _fit_group(config, workdirs: list[Path], datas, *, devices, stop_at, on_chec
   compiled = {'single': step_lib.compiled_train_steps, 'batch': batch_lib.compiled_batched_steps,
               'parallel': parallel_lib.compiled_parallel_steps}[mode]
   model, tx, multi, single = compiled(
-      model_cfg, *step_lib.train_configs(tc, config.model.kind), tc.hard_mining.start, tc.steps_per_dispatch,
-      tc.remat_chunks, *(() if mode == 'single' else (devices,)))
+      model_cfg, *step_lib.train_configs(tc, config.model.kind), tc.hard_mining.start,
+      tc.steps_per_dispatch, tc.remat_chunks, *(() if mode == 'single' else (devices,)))
   init_key, loop_key = jax.random.split(jax.random.PRNGKey(config.seed))
   datas = [prepare_data(config, d) for d in datas]
   shapes = [render.VideoShape(*d.frames.shape[:3]) for d in datas]

@@ -236,3 +236,30 @@ def test_data_parallel_training_splits_the_rays_and_averages_the_gradients(run_d
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   with pytest.raises(UserInputError, match='multiple of 2'):
     parallel.per_device_sampling(dataclasses.replace(samp, num_pairs=3), 2)
+
+
+def test_the_surface_model_trains_in_a_padded_batch_as_alone(videos):
+  # model.kind='surface' through the same batched step (its parameters do not depend on the
+  # video's size, so videos of different sizes stack): two videos on two devices.
+  _need_devices(2)
+  config = _config('model.kind=surface', 'model.surface.plane_sizes=(6,16)',
+                   'model.surface.time_line_sizes=(3,6)', 'model.surface.depth_grid=(4,8,8)')
+  (model, tx, _, single), (_, _, _, batched) = _steps(config, jax.devices()[:2])
+  init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
+  chosen = videos[:2]
+  alone = [_run(single, step_lib.create_train_state(model, tx, init_key, _shape(d)),
+                jax.device_put(d), key) for d in chosen]
+  padded = batch.padded_shape(videos)
+  states = batch.stack([batch.pad_state(
+      step_lib.create_train_state(model, tx, init_key, _shape(d)), padded) for d in chosen])
+  data = batch.stack([batch.pad_data(d, padded) for d in chosen])
+  together, metrics = _run(batched, states, data, batch.stack([key] * 2))
+  for b, (state, single_metrics) in enumerate(alone):
+    for name in ('loss', 'grad_norm', 'loss/flow', 'loss/surface', 'loss/smooth'):
+      np.testing.assert_allclose(metrics[name][0, b], single_metrics[name][0], rtol=1e-5,
+                                 err_msg=name)
+      np.testing.assert_allclose(metrics[name][:, b], single_metrics[name], rtol=1e-4,
+                                 err_msg=name)
+    video = batch.crop_state(batch.unstack(together, b), chosen[b].size)
+    for x, y in zip(jax.tree_util.tree_leaves(video.params), jax.tree_util.tree_leaves(state.params)):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-4)

@@ -340,3 +340,27 @@ def test_the_compiled_steps_make_no_implicit_host_device_transfer(data):
       state, metrics = fn(state, d, key)
     jax.block_until_ready(metrics)
   assert int(jax.device_get(state.step)) == 5
+
+
+def test_the_surface_model_fits_compiling_each_step_function_once(tmp_path, data):
+  # model.kind='surface' through the production loop: dispatches of 4, a hard-mining refresh at
+  # step 8 (its error maps come from the surface mapper), the motion-depth prior on its surface.
+  config = _resume_config(num_steps=14)
+  for item in ('model.kind=surface', 'model.surface.plane_sizes=(6,16)',
+               'model.surface.time_line_sizes=(3,6)', 'model.surface.depth_grid=(4,8,8)',
+               'train.surface_loss.w_motion_depth=1.0'):
+    apply_override(config, item)
+  tc = config.train
+  video = render.VideoShape(*data.frames.shape[:3])
+  model_cfg = model_lib.model_config(config.model)
+  _, _, multi, single = step_lib.compiled_train_steps(
+      model_cfg, *step_lib.train_configs(tc, 'surface'), tc.hard_mining.start,
+      tc.steps_per_dispatch, tc.remat_chunks)
+  state = train.fit(config, tmp_path, data)
+  assert int(state.step) == 14 and int(state.num_skipped) == 0
+  assert set(state.params) == {'bijection', 'depth'}
+  # pylint: disable=protected-access
+  assert multi._cache_size() == 1 and single._cache_size() == 1
+  assert priors.compiled_error_mapper(model_cfg, video)._cache_size() == 1
+  lines = [json.loads(line) for line in (tmp_path / workdir_lib.METRICS).read_text().splitlines()]
+  assert lines[-1]['loss/motion_depth'] > 0 and 'loss/surface' in lines[-1]
