@@ -16,8 +16,21 @@ flow target with the ground-truth point of frame j, per frame gap:
   occ_valid fraction of points visible in i and occluded in j that the filters still pass as
             co-visible (cycle mask; supervision onto an occluder).
 
+With `--config NAME` (the config the eval ran with) it also tracks every ground-truth point from
+every frame where it is visible with the trained model of each run folder and answers: which
+correspondences does the model fit, and where does it overrule correct supervision? Per gap range,
+over the valid correspondences between co-visible points:
+
+  fits       model within 2 px of the supervised target;
+  overrules  of the correct supervision (< 2 px from the truth): model > 8 px from the truth;
+  follows    of the wrong supervision (> 8 px): model within 2 px of it (learnt the error);
+  corrects   of the wrong supervision: model within 2 px of the truth;
+and, for the co-visible points the filters left without supervision, the model's median error
+and its fraction > 8 px.
+
   .venv/bin/python benchmarks/supervision.py --eval_out out/eval_davis32 \
-      --gt /path/to/tapvid_davis32_dev/gt.npz --json benchmarks/results/supervision.json
+      --gt /path/to/tapvid_davis32_dev/gt.npz [--config cpu_real] \
+      --json benchmarks/results/supervision.json
 """
 
 import argparse
@@ -29,7 +42,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from omnimotion_jax import pipeline  # noqa: E402
 from omnimotion_jax import workdir as workdir_lib  # noqa: E402
+from omnimotion_jax.config import load_config  # noqa: E402
 from omnimotion_jax.data import filtering  # noqa: E402
 from omnimotion_jax.data import store  # noqa: E402
 
@@ -37,10 +52,39 @@ BAD_PX = 8.0  # A valid correspondence further than this (px at 256x256) from th
 METRIC_SIZE = 256
 
 
-def video_stats(seq: store.SequenceData, points: np.ndarray, occluded: np.ndarray) -> list[dict]:
-  """Per stored pair, the flow error at ground-truth points (rows: dicts with gap and arrays)."""
+GAP_RANGES = ((1, 1), (2, 4), (5, 8), (9, 16), (17, 10_000))
+
+
+def _store_px(seq: store.SequenceData, points: np.ndarray) -> np.ndarray:
+  """Normalised ground-truth (x, y) [n, T, 2] -> store raster px."""
   height, width = seq.size
-  px = points * np.array([width, height], np.float32)  # Normalised -> store raster px.
+  return points * np.array([width, height], np.float32)
+
+
+def model_tracks(config, run: Path, seq: store.SequenceData, points: np.ndarray,
+                 occluded: np.ndarray) -> np.ndarray:
+  """[n, T(query frame), T, 2] store px: the trained model's track of each ground-truth point
+  from each frame where it is visible (NaN elsewhere)."""
+  px = _store_px(seq, points)
+  n, num_frames = occluded.shape
+  pts, frames = np.nonzero(~occluded)
+  model_q = np.stack([frames, px[pts, frames, 1], px[pts, frames, 0]], -1).astype(np.float32)
+  sx, sy = workdir_lib.input_scale(seq)
+  queries = store.rescale_tyx(model_q, 1 / sx, 1 / sy)
+  queries[:, 0] = frames
+  out = pipeline.track_stage(config, run, queries=queries, out=run / 'tracks_supervision.npz')
+  tracks = workdir_lib.read_tracks(out, seq)['tracks']
+  full = np.full((n, num_frames, num_frames, 2), np.nan, np.float32)
+  full[pts, frames] = tracks
+  return full
+
+
+def video_stats(seq: store.SequenceData, points: np.ndarray, occluded: np.ndarray,
+                tracks: np.ndarray | None = None) -> list[dict]:
+  """Per stored pair, the flow error at ground-truth points (rows: dicts with gap and arrays);
+  with `tracks` (model_tracks) also the model's error against the truth and the target."""
+  height, width = seq.size
+  px = _store_px(seq, points)
   scale = METRIC_SIZE / np.array([width, height], np.float32)
   rows = []
   flows = np.asarray(seq.flows)
@@ -58,8 +102,36 @@ def video_stats(seq: store.SequenceData, points: np.ndarray, occluded: np.ndarra
     gap = abs(int(j) - int(i))
     if gap == 1:
       valid = np.ones_like(valid)
-    rows.append({'gap': gap, 'err': err[both], 'valid': valid[both], 'occ_cycle': cycle[occ_j]})
+    row = {'gap': gap, 'err': err[both], 'valid': valid[both], 'occ_cycle': cycle[occ_j]}
+    if tracks is not None:
+      pred = tracks[:, i, j]
+      row['model_err'] = np.linalg.norm((pred - px[:, j]) * scale, axis=-1)[both]
+      row['model_vs_target'] = np.linalg.norm((pred - p - flow) * scale, axis=-1)[both]
+    rows.append(row)
   return rows
+
+
+def summarize_model(rows: list[dict]) -> dict:
+  """Per gap range: how the model's tracks relate to the supervision (module docstring)."""
+  out = {}
+  for lo, hi in GAP_RANGES:
+    sel = [r for r in rows if lo <= r['gap'] <= hi]
+    if not sel:
+      continue
+    cat = lambda key: np.concatenate([r[key] for r in sel])
+    err, valid, model, to_target = cat('err'), cat('valid'), cat('model_err'), cat('model_vs_target')
+    good, bad = valid & (err < 2), valid & (err > BAD_PX)
+    frac = lambda a, m: float(a[m].mean()) if m.any() else float('nan')
+    unsup = ~valid
+    out[f'{lo}-{hi}' if hi != lo else str(lo)] = {
+        'valid': int(valid.sum()), 'fits': frac(to_target < 2, valid),
+        'correct': int(good.sum()), 'overrules': frac(model > BAD_PX, good),
+        'wrong': int(bad.sum()), 'follows': frac(to_target < 2, bad),
+        'corrects': frac(model < 2, bad), 'unsupervised': int(unsup.sum()),
+        'unsup_median': float(np.median(model[unsup])) if unsup.any() else float('nan'),
+        'unsup_bad': frac(model > BAD_PX, unsup),
+        'model_median_valid': float(np.median(model[valid])) if valid.any() else float('nan')}
+  return out
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -87,19 +159,29 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--eval_out', required=True, help='an `omnimotion-jax eval` --out folder')
   parser.add_argument('--gt', required=True, help="gt.npz with '<id>/points', '<id>/occluded'")
+  parser.add_argument('--config', default=None,
+                      help="the eval's config: also score the trained models (docstring)")
+  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                      help='config overrides of the eval (repeatable)')
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
+  config = load_config(args.config, args.set) if args.config else None
   gt = np.load(args.gt)
   names = sorted({k.split('/')[0] for k in gt.files})
-  all_rows, per_video = [], {}
+  all_rows, per_video, per_video_model = [], {}, {}
   for name in names:
     stores = sorted(Path(args.eval_out, 'videos', name).glob(f'run_*/{workdir_lib.STORE}'))
     if not stores:
       print(f'{name}: no store under {args.eval_out}; skipped')
       continue
     seq = store.load_store(stores[-1])
-    rows = video_stats(seq, gt[f'{name}/points'], gt[f'{name}/occluded'])
+    points, occluded = gt[f'{name}/points'], gt[f'{name}/occluded']
+    tracks = (model_tracks(config, stores[-1].parent, seq, points, occluded)
+              if config is not None else None)
+    rows = video_stats(seq, points, occluded, tracks)
     per_video[name] = summarize(rows)
+    if config is not None:
+      per_video_model[name] = summarize_model(rows)
     all_rows += rows
   overall = summarize(all_rows)
   print('| gap | points | valid | median EPE all | median EPE valid | valid <2 px | valid >8 px '
@@ -115,9 +197,21 @@ def main(argv=None) -> int:
     cells = [f'g{g}: {stats[g]["epe_valid"]:.2f} ({100 * stats[g]["valid"]:.0f} %)'
              for g in (gaps[0], 4, gaps[-1]) if g in stats]
     print(f'  {name}: ' + ', '.join(cells))
+  result = {'overall': overall, 'per_video': per_video}
+  if config is not None:
+    model = result['model'] = summarize_model(all_rows)
+    result['model_per_video'] = per_video_model
+    print(f'\nthe trained models ({args.config}), valid correspondences between co-visible points:')
+    print('| gap | valid | model fits target | correct sup. | overruled (>8 px) | wrong sup. '
+          '| model follows | model corrects | unsupervised: median / >8 px |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for gaps, m in model.items():
+      print(f'| {gaps} | {m["valid"]} | {100 * m["fits"]:.0f} % | {m["correct"]} | '
+            f'{100 * m["overrules"]:.1f} % | {m["wrong"]} | {100 * m["follows"]:.0f} % | '
+            f'{100 * m["corrects"]:.0f} % | {m["unsup_median"]:.2f} / '
+            f'{100 * m["unsup_bad"]:.0f} % of {m["unsupervised"]} |')
   if args.json:
-    Path(args.json).write_text(json.dumps({'overall': overall, 'per_video': per_video},
-                                          indent=1))
+    Path(args.json).write_text(json.dumps(result, indent=1))
   return 0
 
 

@@ -40,6 +40,8 @@ def main(argv=None) -> int:
   parser.add_argument('--out', required=True, help='output PNG')
   parser.add_argument('--json', default=None, help='also write the points as JSON')
   parser.add_argument('--title', default='TAP-Vid-DAVIS dev split, 32 frames at 256x256')
+  parser.add_argument('--bar', type=float, default=5.0,
+                      help='also draw the bar: the better baseline + this many AJ (0: none)')
   args = parser.parse_args(argv)
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
@@ -58,6 +60,14 @@ def main(argv=None) -> int:
   for key, label, style in (('direct_aj', 'direct flow (DIS)', ':'),
                             ('chained_aj', 'chained flow (DIS)', '--')):
     ax.axhline(first[key], color='grey', linestyle=style, label=f'{label} {first[key]:.1f}')
+  if args.bar:
+    bar = max(first['direct_aj'], first['chained_aj']) + args.bar
+    ax.axhline(bar, color='tab:red', linestyle='-.', linewidth=1,
+               label=f'bar: better flow + {args.bar:g} = {bar:.1f}')
+  for points in designs.values():
+    if any(q['chained_aj'] != first['chained_aj'] or q['direct_aj'] != first['direct_aj']
+           for q in points):
+      print('warning: the runs disagree on the baselines (other stores?); lines show the first')
   ax.set_xlabel('minutes per video, file to tracks (one core each)')
   ax.set_ylabel('mean AJ (strided, %)')
   ax.set_title(args.title, fontsize=10)

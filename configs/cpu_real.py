@@ -1,14 +1,16 @@
-"""CPU setting for real footage at 256x256 (TAP-Vid's protocol), 2-core CPU, ~15 min a video.
+"""CPU setting for real footage at 256x256 (TAP-Vid's protocol), 2-core CPU, minutes a video.
 
-`cpu_quality` (tuned on synthetic videos) with the supervision made strict, because on real video
-the long-gap correspondences are the weak part (benchmarks/QUALITY.md, real video):
-- every ordered pair gets direct flow (the reference's exhaustive plan), and
-- a long-gap correspondence is kept only where two independent witnesses agree: the direct flow
-  passes its forward-backward check AND the chain of adjacent flows is still valid AND they land
-  within `direct_agreement_px` (filtering.chain_flows, require_agreement). On the dev split that
-  cuts correspondences that are > 8 px wrong from 2-35 % (growing with the gap) to < 1 %.
-- the tracker's forward-backward occlusion threshold grows with the distance from the query frame
-  (the model's own mapping error grows with it; a fixed 3 px calls far visible points occluded).
+The surface model (model.kind='surface', model/surface.py): one point per pixel on a learnable
+depth surface per frame, tied to the canonical space by grid-conditioned monotone piecewise-linear
+couplings (after Song et al., "Track Everything Everywhere Fast and Robustly", ECCV 2024),
+occlusion by a depth test. It reaches better tracks in 4 minutes a video than the paper's volume
+model in 14 (cpu_real_volume; the time-to-quality figure in benchmarks/QUALITY.md).
+
+Supervision is a union of two witnesses (the paper keeps direct flow where it passes its checks
+and adds chained flow): every ordered pair gets direct flow, and a long-gap correspondence is
+kept where the direct flow passes its forward-backward check or the chain of adjacent flows is
+still valid; where both exist they must land within direct_agreement_px, a radius that grows by
+agreement_px_per_frame with the gap, else the point is dropped (filtering.chain_flows).
 
 Memory: the exhaustive store holds N(N-1) flows, about N^2 x 0.26 MB at 256x256 (0.26 GB for 32
 frames, 2.5 GB for 99). For longer videos use `--set data.pair_plan=banded`.
@@ -17,12 +19,24 @@ Command:  omnimotion-jax run VIDEO --workdir W --config cpu_real --set data.resi
 Quality:  .venv/bin/python benchmarks/real_quality.py davis32 --split DIR --config cpu_real
 """
 
-from configs import cpu_quality
+from configs import cpu_real_volume
+
+# benchmarks/QUALITY.md (real video, time to quality).
+DEFAULT_STEPS = 4000
 
 
-def get_config(num_steps: int = cpu_quality.DEFAULT_STEPS):
-  config = cpu_quality.get_config(num_steps)
-  config.data.pair_plan = 'exhaustive'
-  config.data.require_agreement = True
-  config.track.cycle_threshold_per_frame = 0.5
+def get_config(num_steps: int = DEFAULT_STEPS):
+  config = cpu_real_volume.get_config(num_steps)
+  config.model.kind = 'surface'
+  config.data.single_witness = 'both'
+  config.data.agreement_px_per_frame = 0.25
+  train = config.train
+  # Larger batches than the volume model's 4 x 64 rays: a point costs one bijection pass, not 12.
+  train.sampling.num_pairs = 16
+  train.sampling.num_points = 256
+  train.optim.lr_bijection = 3e-3
+  train.optim.lr_depth = 1e-2
+  loss = train.surface_loss
+  loss.w_motion_depth = 1.0
+  loss.motion_depth_steps = num_steps // 2
   return config

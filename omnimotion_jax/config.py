@@ -169,12 +169,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
 _RENAMED = {'hard_mining.blur_ksize': 'error_map_blur_ksize'}
 
 
+# Train sections added after the flat 0.1 layout was retired.
+_SECTIONS_AFTER_FLAT_LAYOUT = ('surface_loss',)
+
+
 @functools.cache
 def legacy_train_fields() -> dict[str, str]:
   """{0.1 name under train: today's dotted path under train}, read off configs/default.py."""
   sections = load_config('default').train.to_dict()
   out = {}
   for section, fields in sections.items():
+    if section in _SECTIONS_AFTER_FLAT_LAYOUT:
+      continue  # Never had flat names; its fields share names with train.loss's.
     for name in fields if isinstance(fields, dict) else ():
       path = f'{section}.{name}'
       out[_RENAMED.get(path, name if section != 'hard_mining' else f'hard_mining_{name}')] = path

@@ -53,10 +53,12 @@ def test_a_config_saved_in_the_flat_0_1_layout_is_migrated():
 
 
 def test_config_argument_scales_the_schedules():
-  full, half = load_config('cpu_real'), load_config('cpu_real:4000')
-  assert half.train.num_steps == 4000 and full.train.num_steps == 8000
+  full = load_config('cpu_real')
+  half = load_config(f'cpu_real:{full.train.num_steps // 2}')
+  assert 2 * half.train.num_steps == full.train.num_steps
   assert half.train.optim.lr_decay_every * 2 == full.train.optim.lr_decay_every
-  assert half.data.require_agreement  # the variant's own settings stay
+  assert 2 * half.train.surface_loss.motion_depth_steps == full.train.surface_loss.motion_depth_steps
+  assert half.model.kind == 'surface' and half.data.single_witness == 'both'  # its own settings stay
   with pytest.raises(UserInputError, match='cpu_real:x'):
     load_config('cpu_real:x')
   with pytest.raises(UserInputError, match='does not take that argument'):
@@ -72,7 +74,8 @@ def test_config_argument_scales_the_schedules():
 def test_out_of_range_field_is_a_one_line_error(override, field):
   with pytest.raises(UserInputError, match=f'^{field}=.*must be'):
     load_config('cpu_tiny', [override])
-  for name in ('default', 'paper', 'cpu_quality', 'cpu_real', 'cpu_demo', 'cpu_tiny'):
+  for name in ('default', 'paper', 'cpu_quality', 'cpu_real', 'cpu_real_volume', 'cpu_demo',
+               'cpu_tiny'):
     load_config(name)  # The shipped configs are all in range.
 
 

@@ -7,6 +7,7 @@ boundary, so a resumed run replays the same steps as an uninterrupted one.
 
 import contextlib
 import dataclasses
+import functools
 import json
 import signal
 import time
@@ -263,7 +264,9 @@ def _fit_group(config, workdirs: list[Path], datas, *, devices, stop_at, on_chec
     video_params = lambda tree, b: batch_lib.unstack(tree.params, b)
     video_metrics = batch_lib.unstack
   else:
-    place = (jax.device_put if mode == 'single'
+    # Committed to one device in either case: a state restored from a checkpoint is committed,
+    # a fresh one is not, and the compiled step would be compiled again for each.
+    place = (functools.partial(jax.device_put, device=jax.local_devices()[0]) if mode == 'single'
              else lambda tree: jax.device_put(tree, parallel_lib.replicated(devices)))
     state, data, keys = place(states[0]), place(datas[0]), place(loop_key)
     video_state = video_metrics = lambda tree, b: tree

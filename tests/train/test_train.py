@@ -63,11 +63,17 @@ def _setup(config, data):
   return model, video, state, step
 
 
-def test_one_step_runs_and_loss_decreases(data):
+@pytest.fixture(scope='module')
+def fast_step(data):
+  """(config, jitted step donating its state): one compile for the tests below."""
   # Learning rates x10 so that 50 steps move the maps measurably (the defaults are for 100k).
   config = _config(lr_time_net=1e-2, lr_bijection=1e-3, lr_canonical=3e-3)
-  model, video, state, step = _setup(config, data)
-  step = jax.jit(step, donate_argnums=0)
+  return config, jax.jit(_setup(config, data)[3], donate_argnums=0)
+
+
+def test_one_step_runs_and_loss_decreases(data, fast_step):
+  config, step = fast_step
+  model, video, state, _ = _setup(config, data)
   d = jax.device_put(data)
   key = jax.random.PRNGKey(1)
   batch = sampler.sample_batch(jax.random.PRNGKey(5), d, jnp.int32(0), sampler.SamplerConfig(**config.train.sampling), state.error_map, state.frame_error, jnp.bool_(False))
@@ -82,10 +88,9 @@ def test_one_step_runs_and_loss_decreases(data):
   assert after < 0.8 * before, (before, after)
 
 
-def test_non_finite_step_is_skipped(data):
-  config = _config()
-  _, _, state, step = _setup(config, data)
-  step = jax.jit(step)
+def test_non_finite_step_is_skipped(data, fast_step):
+  config, step = fast_step
+  _, _, state, _ = _setup(config, data)
   bad = dataclasses.replace(data, frames=np.full_like(data.frames, np.nan))
   params0 = jax.tree_util.tree_map(np.asarray, state.params)
   state, metrics = step(state, jax.device_put(bad), jax.random.PRNGKey(1))
@@ -164,6 +169,13 @@ def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(resume_runs):
   for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert (resume_runs['workdir'] / workdir_lib.CONFIG).exists()
+  # Fresh and restored states are placed alike: four runs, one program per step function.
+  tc = resume_runs['config'].train
+  _, _, multi, single = step_lib.compiled_train_steps(
+      model_lib.model_config(resume_runs['config'].model), *step_lib.train_configs(tc, 'volume'),
+      tc.hard_mining.start, tc.steps_per_dispatch, tc.remat_chunks)
+  # pylint: disable=protected-access
+  assert multi._cache_size() == 1 and single._cache_size() <= 1
 
 
 def test_resume_logs_every_metrics_line_once(resume_runs):
@@ -326,15 +338,18 @@ def test_a_run_saved_in_the_0_1_config_layout_resumes_in_place(resume_runs, data
 def test_the_compiled_steps_make_no_implicit_host_device_transfer(data):
   # Inside the loop everything stays on the device: state, data and key are device arrays and
   # the step is compiled once; an accidental numpy constant or host callback would be a copy per
-  # step (slow on an accelerator).
-  config = _config(steps_per_dispatch=4)
+  # step (slow on an accelerator). (The config of the runs above: their compiled steps.)
+  config = _resume_config()
+  data = train.prepare_data(config, data)  # With the motion labels, as fit passes it.
   tc = config.train
   video = render.VideoShape(*data.frames.shape[:3])
   model, tx, multi, single = step_lib.compiled_train_steps(
       model_lib.model_config(config.model), *step_lib.train_configs(tc, config.model.kind),
       tc.hard_mining.start, tc.steps_per_dispatch, tc.remat_chunks)
-  state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), video)
-  d, key = jax.device_put(data), jax.random.PRNGKey(1)
+  # Placed as fit places them (committed to the first device).
+  put = lambda tree: jax.device_put(tree, jax.local_devices()[0])
+  state = put(step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), video))
+  d, key = put(data), put(jax.random.PRNGKey(1))
   with jax.transfer_guard('disallow'):
     for fn in (single, multi):
       state, metrics = fn(state, d, key)
@@ -346,7 +361,8 @@ def test_the_surface_model_fits_compiling_each_step_function_once(tmp_path, data
   # model.kind='surface' through the production loop: dispatches of 4, a hard-mining refresh at
   # step 8 (its error maps come from the surface mapper), the motion-depth prior on its surface.
   config = _resume_config(num_steps=14)
-  for item in ('model.kind=surface', 'model.surface.plane_sizes=(6,16)',
+  for item in ('model.kind=surface', 'model.surface.permutation=(0,1,2)',
+               'model.surface.plane_sizes=(6,16)',
                'model.surface.time_line_sizes=(3,6)', 'model.surface.depth_grid=(4,8,8)',
                'train.surface_loss.w_motion_depth=1.0'):
     apply_override(config, item)
