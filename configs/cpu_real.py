@@ -3,8 +3,9 @@
 The surface model (model.kind='surface', model/surface.py): one point per pixel on a learnable
 depth surface per frame, tied to the canonical space by grid-conditioned monotone piecewise-linear
 couplings (after Song et al., "Track Everything Everywhere Fast and Robustly", ECCV 2024),
-occlusion by a depth test. It reaches better tracks in 4 minutes a video than the paper's volume
-model in 14 (cpu_real_volume; the time-to-quality figure in benchmarks/QUALITY.md).
+occlusion by a depth test. In 4 minutes a video it tracks better than the paper's volume model
+in 14 (cpu_real_volume; the time-to-quality figure in benchmarks/QUALITY.md); 6k steps take
+about 9.5 minutes a video on one core.
 
 Supervision is a union of two witnesses (the paper keeps direct flow where it passes its checks
 and adds chained flow): every ordered pair gets direct flow, and a long-gap correspondence is
@@ -22,7 +23,7 @@ Quality:  .venv/bin/python benchmarks/real_quality.py davis32 --split DIR --conf
 from configs import cpu_real_volume
 
 # benchmarks/QUALITY.md (real video, time to quality).
-DEFAULT_STEPS = 4000
+DEFAULT_STEPS = 6000
 
 
 def get_config(num_steps: int = DEFAULT_STEPS):
