@@ -2,7 +2,7 @@
 
 Rerun (needs torch, timm, scikit-image and numpy; not the project's venv, which has no torch):
 
-  taskset -c 0 /work/torchenv/bin/python tests/data/nets/make_dino_fixtures.py
+  taskset -c 0 PYTHON tests/data/nets/make_dino_fixtures.py   # PYTHON: an interpreter with PyTorch
 
 The PyTorch network is timm's vit_small_patch16_224, the same architecture as DINO's
 vision_transformer.vit_small (patch 16, width 384, 12 blocks, 6 heads, qkv bias, LayerNorm eps

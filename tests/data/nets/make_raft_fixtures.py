@@ -2,7 +2,7 @@
 
 Rerun (needs PyTorch and torchvision, never needed by the tests themselves; pinned to core 0):
 
-  taskset -c 0 /work/torchenv/bin/python tests/data/nets/make_raft_fixtures.py
+  taskset -c 0 PYTHON tests/data/nets/make_raft_fixtures.py   # PYTHON: an interpreter with PyTorch
 
 (any Python with torch, torchvision, numpy and scikit-image works). For each model ('raft' =
 torchvision raft_large, 'raft_small' = raft_small) it builds random weights with
