@@ -138,7 +138,7 @@ _FRACTION = ('train.sampling.swap_prob', 'train.sampling.hard_mining_fraction',
 
 
 # Fields with a fixed set of values (the modules that use them check the same tuples:
-# model.model.KINDS, data.filtering.SINGLE_WITNESS; tests/test_config.py compares them).
+# model.model.KINDS, data.filtering.SINGLE_WITNESS; tests/test_cli.py compares them).
 CHOICES = {'model.kind': ('volume', 'surface'),
            'data.single_witness': ('none', 'direct', 'chain', 'both')}
 

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from omnimotion_jax import progress
+from omnimotion_jax import config as config_lib
 from omnimotion_jax.config import load_config, merge_over_default
+from omnimotion_jax.data import filtering
 from omnimotion_jax.errors import UserInputError
+from omnimotion_jax.model import model as model_lib
 
 CLI = Path(sys.executable).parent / 'omnimotion-jax'
 
@@ -148,3 +151,11 @@ def test_cpu_devices_and_several_workdirs_give_one_line_errors(tmp_path):
   result = _run('train', '--workdir', str(tmp_path / 'a'), str(tmp_path / 'b'), '--config',
                 'cpu_tiny', '--data_parallel')
   assert result.returncode == 2 and 'one video' in result.stderr
+
+
+def test_config_choices_are_the_ones_the_modules_accept():
+  # config.py validates without importing the modules; the tuples must stay the same.
+  assert config_lib.CHOICES['model.kind'] == model_lib.KINDS
+  assert config_lib.CHOICES['data.single_witness'] == filtering.SINGLE_WITNESS
+  with pytest.raises(UserInputError, match=r"^data\.single_witness='all': must be one of"):
+    load_config('cpu_real', ['data.single_witness=all'])
