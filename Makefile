@@ -17,9 +17,10 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# One test process per core (pytest-xdist), whole files per process (module fixtures are built once).
+# One test process per core (pytest-xdist), whole files per process (module fixtures are built
+# once), the slowest files first (tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest tests -n $(shell $(PY) -c 'import os; print(max(1, len(os.sched_getaffinity(0))))') --dist loadfile
+	$(PY) -m pytest tests -n $(shell $(PY) -c 'import os; print(max(1, len(os.sched_getaffinity(0))))') --dist loadfile --no-loadscope-reorder
 
 demo: $(STAMP)
 	$(VENV)/bin/omnimotion-jax demo --workdir out/demo
