@@ -218,6 +218,14 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.adjacent_mass = 0.5       # Probability mass given to adjacent source/target frames.
   sampling.swap_prob = 0.5           # Probability of swapping a pair's direction.
   sampling.hard_mining_fraction = 0.5  # Fraction of points drawn from the error map (0 = off).
+  # Not in the reference (None = off): drop a sampled correspondence with frame gap >=
+  # appearance_min_gap where the zero-normalised cross-correlation of the colour patches around
+  # its two ends (appearance_taps^2 samples appearance_spacing px apart) is below this
+  # (sampler.patch_zncc; a weight-free stand-in for the reference's DINO check).
+  sampling.appearance_min_zncc = None
+  sampling.appearance_min_gap = 2
+  sampling.appearance_taps = 5
+  sampling.appearance_spacing = 2.0
 
   # Hard mining: error maps of the adjacent flows (train/priors.py, HardMiningConfig).
   hard = train.hard_mining = ml_collections.ConfigDict()

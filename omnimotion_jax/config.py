@@ -120,9 +120,10 @@ _POSITIVE_INT = (
     'train.log_every', 'train.checkpoint_every', 'train.checkpoint_keep', 'train.remat_chunks',
     'train.steps_per_dispatch', 'train.optim.lr_decay_every', 'train.hard_mining.every',
     'train.hard_mining.stride', 'track.chunk_size', 'track.depth_stride',
-    'data.raft_iters', 'data.raft_chunk')
+    'data.raft_iters', 'data.raft_chunk', 'train.sampling.appearance_min_gap',
+    'train.sampling.appearance_taps')
 _POSITIVE = ('train.optim.lr_bijection', 'train.optim.lr_canonical', 'train.optim.lr_time_net',
-             'model.max_depth')
+             'model.max_depth', 'train.sampling.appearance_spacing')
 _NON_NEGATIVE = (
     'data.cycle_threshold', 'data.direct_agreement_px', 'data.occlusion_cycle_threshold',
     'data.agreement_px_per_frame', 'train.surface_loss.w_flow', 'train.surface_loss.w_surface',
@@ -135,6 +136,7 @@ _NON_NEGATIVE = (
 _FRACTION = ('train.sampling.swap_prob', 'train.sampling.hard_mining_fraction',
              'train.sampling.adjacent_mass', 'train.loss.smooth_points_fraction',
              'track.occlusion_threshold')
+_CORRELATION = ('train.sampling.appearance_min_zncc',)
 
 
 # Fields with a fixed set of values (the modules that use them check the same tuples:
@@ -154,7 +156,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
              for k in _POSITIVE_INT]
             + [(k, 'a number > 0', lambda v: v > 0) for k in _POSITIVE]
             + [(k, 'a number >= 0', lambda v: v >= 0) for k in _NON_NEGATIVE]
-            + [(k, 'a number in [0, 1]', lambda v: 0 <= v <= 1) for k in _FRACTION])
+            + [(k, 'a number in [0, 1]', lambda v: 0 <= v <= 1) for k in _FRACTION]
+            + [(k, 'a number in [-1, 1]', lambda v: -1 <= v <= 1) for k in _CORRELATION])
   for key, wanted, ok in checks:
     value = flat.get(key)
     if value is None or isinstance(value, bool):

@@ -73,7 +73,8 @@ def test_config_argument_scales_the_schedules():
     ('train.sampling.num_points=0', 'train.sampling.num_points'),
     ('train.optim.lr_canonical=-1e-3', 'train.optim.lr_canonical'),
     ('train.swap_prob=1.5', 'train.sampling.swap_prob'),  # A 0.1 (flat) name: still accepted.
-    ('track.cycle_threshold=-3', 'track.cycle_threshold')])
+    ('track.cycle_threshold=-3', 'track.cycle_threshold'),
+    ('train.sampling.appearance_min_zncc=1.5', 'train.sampling.appearance_min_zncc')])
 def test_out_of_range_field_is_a_one_line_error(override, field):
   with pytest.raises(UserInputError, match=f'^{field}=.*must be'):
     load_config('cpu_tiny', [override])

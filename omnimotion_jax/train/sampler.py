@@ -15,7 +15,9 @@ Per step, for each of `num_pairs` samples:
      fraction of them instead proportional to the blurred error map;
   4. with probability `swap_prob` the direction is swapped: the flow target becomes the (subpixel)
      source, and only cycle-consistent points keep their weight.
-Per-point weight: cos((|i-j| - 1) / M * pi / 2), zero if the pair has no valid pixel.
+Per-point weight: cos((|i-j| - 1) / M * pi / 2), zero if the pair has no valid pixel. With
+`appearance_min_zncc` (not in the reference, which checks DINO features in preprocessing), also
+zero where the colour patches around a long-gap correspondence's two ends do not correlate.
 
 Padding: `TrainData.size` holds the video's own (N, H, W); the arrays may be larger (a batch of
 videos padded to one shape, train/batch.py). Padded frames, pairs and pixels get zero probability,
@@ -99,6 +101,15 @@ class SamplerConfig:
   adjacent_mass: float
   swap_prob: float
   hard_mining_fraction: float
+  # Appearance check of long-gap correspondences (not in the reference; None = off): a point of a
+  # pair with gap >= appearance_min_gap gets zero weight where the zero-normalised
+  # cross-correlation of the colour patches around its source and target is below
+  # appearance_min_zncc. Patches: appearance_taps x appearance_taps samples appearance_spacing
+  # px apart.
+  appearance_min_zncc: float | None = None
+  appearance_min_gap: int = 2
+  appearance_taps: int = 5
+  appearance_spacing: float = 2.0
 
 
 @flax.struct.dataclass
@@ -142,6 +153,36 @@ def bilinear(image: jax.Array, px: jax.Array) -> jax.Array:
       v = image[jnp.clip(yi, 0, h - 1).astype(jnp.int32), jnp.clip(xi, 0, w - 1).astype(jnp.int32)]
       out = out + jnp.where(inside, wt, 0.0)[..., None] * v
   return out
+
+
+def patch_zncc(frame_a: jax.Array, px_a: jax.Array, frame_b: jax.Array, px_b: jax.Array,
+               size_hw: jax.Array, taps: int, spacing: float) -> jax.Array:
+  """Zero-normalised cross-correlation of colour patches around matched points.
+
+  Args:
+    frame_a, frame_b: [H, W, 3] colours (arrays possibly padded beyond the video's size).
+    px_a, px_b: [R, 2] (x, y) px, pixel centres at integers.
+    size_hw: [2] int32, the video's own (H, W): taps are clamped inside it, so padding is never
+      read and a padded video gives the unpadded result.
+    taps, spacing: a taps x taps grid of samples `spacing` px apart, centred on each point.
+
+  Returns:
+    [R] in [-1, 1]: each channel's patch mean removed, the correlation of the two 3 x taps^2
+    vectors (near 0 where either patch is flat).
+  """
+  half = (taps - 1) / 2
+  grid = (jnp.arange(taps, dtype=jnp.float32) - half) * spacing
+  offsets = jnp.stack(jnp.meshgrid(grid, grid), -1).reshape(-1, 2)  # [T, 2] (dx, dy)
+  hi = jnp.stack([size_hw[1], size_hw[0]]).astype(jnp.float32) - 1.0
+
+  def patches(frame, px):
+    q = jnp.clip(px[:, None, :] + offsets[None], 0.0, hi)  # [R, T, 2]
+    v = bilinear(frame, q)  # [R, T, 3]
+    return v - jnp.mean(v, axis=1, keepdims=True)
+
+  a, b = patches(frame_a, px_a), patches(frame_b, px_b)
+  num = jnp.sum(a * b, axis=(1, 2))
+  return num / jnp.sqrt(jnp.sum(a * a, axis=(1, 2)) * jnp.sum(b * b, axis=(1, 2)) + 1e-6)
 
 
 def max_gap(step: jax.Array, num_frames: int, start: int, grow_every: int) -> jax.Array:
@@ -227,6 +268,15 @@ def sample_batch(key: jax.Array, data: TrainData, step: jax.Array, cfg: SamplerC
 
   weight = jnp.cos((gap - 1).astype(jnp.float32) / jnp.maximum(gap_limit, 1) * (jnp.pi / 2))
   weight = jnp.where(has_valid, weight, 0.0)[:, None] * jnp.ones((b, r))
+  if cfg.appearance_min_zncc is not None:
+    zncc = jax.vmap(patch_zncc, in_axes=(0, 0, 0, 0, None, None, None))(
+        data.frames[src], px1, data.frames[tgt], px2, data.size[1:], cfg.appearance_taps,
+        cfg.appearance_spacing)
+    # Only co-visible points: a point occluded in j (G mask) is rightly unlike its target.
+    unlike = ((gap >= cfg.appearance_min_gap)[:, None] & in_cycle
+              & (zncc < cfg.appearance_min_zncc))
+    weight = jnp.where(unlike, 0.0, weight)
+    in_cycle = in_cycle & ~unlike
 
   swap = jax.random.bernoulli(k_swap, cfg.swap_prob, (b,))
   rgb2 = jax.vmap(bilinear)(data.frames[tgt], px2)
