@@ -16,6 +16,12 @@ flow target with the ground-truth point of frame j, per frame gap:
   occ_valid fraction of points visible in i and occluded in j that the filters still pass as
             co-visible (cycle mask; supervision onto an occluder).
 
+With `--appearance T [T ...]` it also scores the sampler's appearance check
+(train.sampling.appearance_min_zncc, sampler.patch_zncc with the default config's patch) at the
+same points: of the valid long-gap (>= 2) correspondences between co-visible points, the fraction
+of right ones (< 4 px from the truth) and of wrong ones (> 8 px) that ZNCC > T keeps, per video
+and overall.
+
 With `--config NAME` (the config the eval ran with) it also tracks every ground-truth point from
 every frame where it is visible with the trained model of each run folder and answers: which
 correspondences does the model fit, and where does it overrule correct supervision? Per gap range,
@@ -29,7 +35,7 @@ and, for the co-visible points the filters left without supervision, the model's
 and its fraction > 8 px.
 
   .venv/bin/python benchmarks/supervision.py --eval_out out/eval_davis32 \
-      --gt /path/to/tapvid_davis32_dev/gt.npz [--config cpu_real] \
+      --gt /path/to/tapvid_davis32_dev/gt.npz [--config cpu_real] [--appearance 0.3 0.5 0.7] \
       --json benchmarks/results/supervision.json
 """
 
@@ -111,6 +117,55 @@ def video_stats(seq: store.SequenceData, points: np.ndarray, occluded: np.ndarra
   return rows
 
 
+RIGHT_PX = 4.0  # For the appearance table: a correspondence this close to the truth is right.
+
+
+def appearance_rows(seq: store.SequenceData, points: np.ndarray, occluded: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """(error px at 256x256, ZNCC) of every valid long-gap correspondence at co-visible
+  ground-truth points, the ZNCC as the sampler computes it (default patch settings)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from omnimotion_jax.train import sampler  # pylint: disable=import-outside-toplevel
+  samp = load_config('default').train.sampling
+  height, width = seq.size
+  px = _store_px(seq, points)
+  scale = METRIC_SIZE / np.array([width, height], np.float32)
+  frames = np.asarray(seq.frames).astype(np.float32) / 255
+  flows = np.asarray(seq.flows)
+  zncc_fn = jax.jit(sampler.patch_zncc, static_argnums=(5, 6))
+  size = np.array([height, width], np.int32)
+  errs, scores = [], []
+  for k, (i, j) in enumerate(np.asarray(seq.pairs)):
+    both = ~occluded[:, i] & ~occluded[:, j]
+    if abs(int(j) - int(i)) < 2 or not both.any():
+      continue
+    p = px[both, i]
+    xi = np.clip(np.round(p[:, 0]).astype(int), 0, width - 1)
+    yi = np.clip(np.round(p[:, 1]).astype(int), 0, height - 1)
+    valid = np.asarray(seq.cycle[k])[yi, xi]
+    flow = filtering.bilinear_sample(flows[k].astype(np.float32), p[:, 0], p[:, 1])
+    target = p + flow
+    errs.append(np.linalg.norm((target - px[both, j]) * scale, axis=-1)[valid])
+    # Padded to a fixed count: one compile per video.
+    n = len(points)
+    pad = lambda a: np.pad(a[valid], ((0, n - valid.sum()), (0, 0)))
+    z = zncc_fn(frames[i], pad(p), frames[j], pad(target), size, samp.appearance_taps,
+                samp.appearance_spacing)
+    scores.append(np.asarray(z)[:valid.sum()])
+  return np.concatenate(errs), np.concatenate(scores)
+
+
+def summarize_appearance(err: np.ndarray, zncc: np.ndarray, thresholds) -> dict:
+  right, wrong = err < RIGHT_PX, err > BAD_PX
+  out = {'right': int(right.sum()), 'wrong': int(wrong.sum())}
+  for t in thresholds:
+    keep = zncc > t
+    out[str(t)] = {'keeps_right': float(keep[right].mean()) if right.any() else float('nan'),
+                   'keeps_wrong': float(keep[wrong].mean()) if wrong.any() else float('nan'),
+                   'wrong_after': float(wrong[keep].mean()) if keep.any() else float('nan')}
+  return out
+
+
 def summarize_model(rows: list[dict]) -> dict:
   """Per gap range: how the model's tracks relate to the supervision (module docstring)."""
   out = {}
@@ -163,12 +218,14 @@ def main(argv=None) -> int:
                       help="the eval's config: also score the trained models (docstring)")
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                       help='config overrides of the eval (repeatable)')
+  parser.add_argument('--appearance', type=float, nargs='*', default=None, metavar='T',
+                      help='also score the appearance check at these ZNCC thresholds (docstring)')
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
   config = load_config(args.config, args.set) if args.config else None
   gt = np.load(args.gt)
   names = sorted({k.split('/')[0] for k in gt.files})
-  all_rows, per_video, per_video_model = [], {}, {}
+  all_rows, per_video, per_video_model, appearance = [], {}, {}, {}
   for name in names:
     stores = sorted(Path(args.eval_out, 'videos', name).glob(f'run_*/{workdir_lib.STORE}'))
     if not stores:
@@ -179,6 +236,8 @@ def main(argv=None) -> int:
     tracks = (model_tracks(config, stores[-1].parent, seq, points, occluded)
               if config is not None else None)
     rows = video_stats(seq, points, occluded, tracks)
+    if args.appearance:
+      appearance[name] = appearance_rows(seq, points, occluded)
     per_video[name] = summarize(rows)
     if config is not None:
       per_video_model[name] = summarize_model(rows)
@@ -210,6 +269,22 @@ def main(argv=None) -> int:
             f'{100 * m["overrules"]:.1f} % | {m["wrong"]} | {100 * m["follows"]:.0f} % | '
             f'{100 * m["corrects"]:.0f} % | {m["unsup_median"]:.2f} / '
             f'{100 * m["unsup_bad"]:.0f} % of {m["unsupervised"]} |')
+  if args.appearance:
+    err, zncc = (np.concatenate(a) for a in zip(*appearance.values()))
+    result['appearance'] = {'all': summarize_appearance(err, zncc, args.appearance),
+                            'per_video': {name: summarize_appearance(*a, args.appearance)
+                                          for name, a in appearance.items()}}
+    print(f'\nappearance check (sampler.patch_zncc) on valid long-gap correspondences: kept '
+          f'fraction of the right (< {RIGHT_PX:g} px) / wrong (> {BAD_PX:g} px) ones, and the '
+          'wrong fraction left')
+    print('| video | right | wrong | ' + ' | '.join(f'ZNCC > {t:g}' for t in args.appearance)
+          + ' |')
+    print('|---|---|---|' + '---|' * len(args.appearance))
+    for name, a in [*result['appearance']['per_video'].items(),
+                    ('all', result['appearance']['all'])]:
+      cells = [f'{100 * a[str(t)]["keeps_right"]:.0f} % / {100 * a[str(t)]["keeps_wrong"]:.0f} % '
+               f'({100 * a[str(t)]["wrong_after"]:.1f} %)' for t in args.appearance]
+      print(f'| {name} | {a["right"]} | {a["wrong"]} | ' + ' | '.join(cells) + ' |')
   if args.json:
     Path(args.json).write_text(json.dumps(result, indent=1))
   return 0
