@@ -4,14 +4,17 @@ The surface model (model.kind='surface', model/surface.py): one point per pixel 
 depth surface per frame, tied to the canonical space by grid-conditioned monotone piecewise-linear
 couplings (after Song et al., "Track Everything Everywhere Fast and Robustly", ECCV 2024),
 occlusion by a depth test. In 4 minutes a video it tracks better than the paper's volume model
-in 14 (cpu_real_volume; the time-to-quality figure in benchmarks/QUALITY.md); 6k steps take
-about 9.5 minutes a video on one core.
+in 14 (cpu_real_volume; the time-to-quality figure in benchmarks/QUALITY.md); 4k steps with
+the appearance check take about 9 minutes a video on one core.
 
 Supervision is a union of two witnesses (the paper keeps direct flow where it passes its checks
 and adds chained flow): every ordered pair gets direct flow, and a long-gap correspondence is
 kept where the direct flow passes its forward-backward check or the chain of adjacent flows is
 still valid; where both exist they must land within direct_agreement_px, a radius that grows by
-agreement_px_per_frame with the gap, else the point is dropped (filtering.chain_flows).
+agreement_px_per_frame with the gap, else the point is dropped (filtering.chain_flows). The
+sampler then drops a long-gap correspondence whose two ends do not look alike (colour-patch
+ZNCC below 0.5, sampler.patch_zncc): it removes about 80 % of the wrong long-gap
+correspondences and 17 % of the right ones (benchmarks/supervision.py --appearance).
 
 Memory: the exhaustive store holds N(N-1) flows, about N^2 x 0.26 MB at 256x256 (0.26 GB for 32
 frames, 2.5 GB for 99). For longer videos use `--set data.pair_plan=banded`.
@@ -23,7 +26,7 @@ Quality:  .venv/bin/python benchmarks/real_quality.py davis32 --split DIR --conf
 from configs import cpu_real_volume
 
 # benchmarks/QUALITY.md (real video, time to quality).
-DEFAULT_STEPS = 6000
+DEFAULT_STEPS = 4000
 
 
 def get_config(num_steps: int = DEFAULT_STEPS):
@@ -35,6 +38,7 @@ def get_config(num_steps: int = DEFAULT_STEPS):
   # Larger batches than the volume model's 4 x 64 rays: a point costs one bijection pass, not 12.
   train.sampling.num_pairs = 16
   train.sampling.num_points = 256
+  train.sampling.appearance_min_zncc = 0.5
   train.optim.lr_bijection = 3e-3
   train.optim.lr_depth = 1e-2
   loss = train.surface_loss
