@@ -86,14 +86,26 @@ def model_tracks(config, run: Path, seq: store.SequenceData, points: np.ndarray,
 
 
 def video_stats(seq: store.SequenceData, points: np.ndarray, occluded: np.ndarray,
-                tracks: np.ndarray | None = None) -> list[dict]:
+                tracks: np.ndarray | None = None, appearance: bool = False) -> list[dict]:
   """Per stored pair, the flow error at ground-truth points (rows: dicts with gap and arrays);
-  with `tracks` (model_tracks) also the model's error against the truth and the target."""
+  with `tracks` (model_tracks) also the model's error against the truth and the target; with
+  `appearance`, for gaps >= 2, the cycle mask and the sampler's patch ZNCC (default settings)
+  of each correspondence."""
   height, width = seq.size
   px = _store_px(seq, points)
   scale = METRIC_SIZE / np.array([width, height], np.float32)
   rows = []
   flows = np.asarray(seq.flows)
+  if appearance:
+    import jax  # pylint: disable=import-outside-toplevel
+    from omnimotion_jax.train import sampler  # pylint: disable=import-outside-toplevel
+    samp = load_config('default').train.sampling
+    frames = np.asarray(seq.frames).astype(np.float32) / 255
+    # All ground-truth points of a pair (a fixed count), frames traced: one compile a video.
+    zncc_fn = jax.jit(sampler.patch_zncc, static_argnums=(6, 7))
+    zncc = lambda i, pa, j, pb: np.asarray(zncc_fn(
+        frames, i, pa, j, pb, np.array([height, width], np.int32), samp.appearance_taps,
+        samp.appearance_spacing))
   for k, (i, j) in enumerate(np.asarray(seq.pairs)):
     vis_i = ~occluded[:, i]
     both = vis_i & ~occluded[:, j]
@@ -109,6 +121,9 @@ def video_stats(seq: store.SequenceData, points: np.ndarray, occluded: np.ndarra
     if gap == 1:
       valid = np.ones_like(valid)
     row = {'gap': gap, 'err': err[both], 'valid': valid[both], 'occ_cycle': cycle[occ_j]}
+    if appearance and gap >= 2:
+      row['cycle'] = cycle[both]
+      row['zncc'] = zncc(i, p, j, p + flow)[both]
     if tracks is not None:
       pred = tracks[:, i, j]
       row['model_err'] = np.linalg.norm((pred - px[:, j]) * scale, axis=-1)[both]
@@ -120,39 +135,12 @@ def video_stats(seq: store.SequenceData, points: np.ndarray, occluded: np.ndarra
 RIGHT_PX = 4.0  # For the appearance table: a correspondence this close to the truth is right.
 
 
-def appearance_rows(seq: store.SequenceData, points: np.ndarray, occluded: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
-  """(error px at 256x256, ZNCC) of every valid long-gap correspondence at co-visible
-  ground-truth points, the ZNCC as the sampler computes it (default patch settings)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from omnimotion_jax.train import sampler  # pylint: disable=import-outside-toplevel
-  samp = load_config('default').train.sampling
-  height, width = seq.size
-  px = _store_px(seq, points)
-  scale = METRIC_SIZE / np.array([width, height], np.float32)
-  frames = np.asarray(seq.frames).astype(np.float32) / 255
-  flows = np.asarray(seq.flows)
-  zncc_fn = jax.jit(sampler.patch_zncc, static_argnums=(5, 6))
-  size = np.array([height, width], np.int32)
-  errs, scores = [], []
-  for k, (i, j) in enumerate(np.asarray(seq.pairs)):
-    both = ~occluded[:, i] & ~occluded[:, j]
-    if abs(int(j) - int(i)) < 2 or not both.any():
-      continue
-    p = px[both, i]
-    xi = np.clip(np.round(p[:, 0]).astype(int), 0, width - 1)
-    yi = np.clip(np.round(p[:, 1]).astype(int), 0, height - 1)
-    valid = np.asarray(seq.cycle[k])[yi, xi]
-    flow = filtering.bilinear_sample(flows[k].astype(np.float32), p[:, 0], p[:, 1])
-    target = p + flow
-    errs.append(np.linalg.norm((target - px[both, j]) * scale, axis=-1)[valid])
-    # Padded to a fixed count: one compile per video.
-    n = len(points)
-    pad = lambda a: np.pad(a[valid], ((0, n - valid.sum()), (0, 0)))
-    z = zncc_fn(frames[i], pad(p), frames[j], pad(target), size, samp.appearance_taps,
-                samp.appearance_spacing)
-    scores.append(np.asarray(z)[:valid.sum()])
-  return np.concatenate(errs), np.concatenate(scores)
+def appearance_scores(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+  """(error px at 256x256, ZNCC) of the correspondences the sampler's check sees: long-gap,
+  cycle-consistent, between co-visible ground-truth points (rows of video_stats(appearance=True))."""
+  sel = [r for r in rows if 'zncc' in r]
+  return (np.concatenate([r['err'][r['cycle']] for r in sel]),
+          np.concatenate([r['zncc'][r['cycle']] for r in sel]))
 
 
 def summarize_appearance(err: np.ndarray, zncc: np.ndarray, thresholds) -> dict:
@@ -235,9 +223,9 @@ def main(argv=None) -> int:
     points, occluded = gt[f'{name}/points'], gt[f'{name}/occluded']
     tracks = (model_tracks(config, stores[-1].parent, seq, points, occluded)
               if config is not None else None)
-    rows = video_stats(seq, points, occluded, tracks)
+    rows = video_stats(seq, points, occluded, tracks, appearance=bool(args.appearance))
     if args.appearance:
-      appearance[name] = appearance_rows(seq, points, occluded)
+      appearance[name] = appearance_scores(rows)
     per_video[name] = summarize(rows)
     if config is not None:
       per_video_model[name] = summarize_model(rows)

@@ -139,9 +139,14 @@ class Batch:
   occluded_tgt: jax.Array | None = None
 
 
-def bilinear(image: jax.Array, px: jax.Array) -> jax.Array:
-  """Samples image [H, W, C] at px [..., 2] (x, y) with pixel centres at integers; zero outside."""
-  h, w = image.shape[:2]
+def bilinear(image: jax.Array, px: jax.Array, frame: jax.Array | None = None) -> jax.Array:
+  """Samples image [H, W, C] at px [..., 2] (x, y) with pixel centres at integers; zero outside.
+
+  With `frame` (int, broadcastable to px[..., 0]), image is a stack [N, H, W, C] and each point
+  reads its own frame: no per-point copy of a whole frame (what image[frame] then sampling
+  would make inside jit).
+  """
+  h, w = image.shape[-3:-1]
   x, y = px[..., 0], px[..., 1]
   x0, y0 = jnp.floor(x), jnp.floor(y)
   out = 0.0
@@ -150,24 +155,26 @@ def bilinear(image: jax.Array, px: jax.Array) -> jax.Array:
       xi, yi = x0 + dx, y0 + dy
       wt = (1.0 - jnp.abs(x - xi)) * (1.0 - jnp.abs(y - yi))
       inside = in_frame(jnp.stack([xi, yi], -1), h, w)
-      v = image[jnp.clip(yi, 0, h - 1).astype(jnp.int32), jnp.clip(xi, 0, w - 1).astype(jnp.int32)]
+      index = (jnp.clip(yi, 0, h - 1).astype(jnp.int32), jnp.clip(xi, 0, w - 1).astype(jnp.int32))
+      v = image[index] if frame is None else image[(jnp.broadcast_to(frame, x.shape),) + index]
       out = out + jnp.where(inside, wt, 0.0)[..., None] * v
   return out
 
 
-def patch_zncc(frame_a: jax.Array, px_a: jax.Array, frame_b: jax.Array, px_b: jax.Array,
-               size_hw: jax.Array, taps: int, spacing: float) -> jax.Array:
+def patch_zncc(frames: jax.Array, frame_a: jax.Array, px_a: jax.Array, frame_b: jax.Array,
+               px_b: jax.Array, size_hw: jax.Array, taps: int, spacing: float) -> jax.Array:
   """Zero-normalised cross-correlation of colour patches around matched points.
 
   Args:
-    frame_a, frame_b: [H, W, 3] colours (arrays possibly padded beyond the video's size).
-    px_a, px_b: [R, 2] (x, y) px, pixel centres at integers.
+    frames: [N, H, W, 3] colours (possibly padded beyond the video's size).
+    frame_a, frame_b: int frame of each point, broadcastable to [...] (e.g. [B, 1]).
+    px_a, px_b: [..., 2] (x, y) px, pixel centres at integers.
     size_hw: [2] int32, the video's own (H, W): taps are clamped inside it, so padding is never
       read and a padded video gives the unpadded result.
     taps, spacing: a taps x taps grid of samples `spacing` px apart, centred on each point.
 
   Returns:
-    [R] in [-1, 1]: each channel's patch mean removed, the correlation of the two 3 x taps^2
+    [...] in [-1, 1]: each channel's patch mean removed, the correlation of the two 3 x taps^2
     vectors (near 0 where either patch is flat).
   """
   half = (taps - 1) / 2
@@ -176,13 +183,13 @@ def patch_zncc(frame_a: jax.Array, px_a: jax.Array, frame_b: jax.Array, px_b: ja
   hi = jnp.stack([size_hw[1], size_hw[0]]).astype(jnp.float32) - 1.0
 
   def patches(frame, px):
-    q = jnp.clip(px[:, None, :] + offsets[None], 0.0, hi)  # [R, T, 2]
-    v = bilinear(frame, q)  # [R, T, 3]
-    return v - jnp.mean(v, axis=1, keepdims=True)
+    q = jnp.clip(px[..., None, :] + offsets, 0.0, hi)  # [..., T, 2]
+    v = bilinear(frames, q, jnp.expand_dims(frame, -1))  # [..., T, 3]
+    return v - jnp.mean(v, axis=-2, keepdims=True)
 
   a, b = patches(frame_a, px_a), patches(frame_b, px_b)
-  num = jnp.sum(a * b, axis=(1, 2))
-  return num / jnp.sqrt(jnp.sum(a * a, axis=(1, 2)) * jnp.sum(b * b, axis=(1, 2)) + 1e-6)
+  num = jnp.sum(a * b, axis=(-2, -1))
+  return num / jnp.sqrt(jnp.sum(a * a, axis=(-2, -1)) * jnp.sum(b * b, axis=(-2, -1)) + 1e-6)
 
 
 def max_gap(step: jax.Array, num_frames: int, start: int, grow_every: int) -> jax.Array:
@@ -269,9 +276,8 @@ def sample_batch(key: jax.Array, data: TrainData, step: jax.Array, cfg: SamplerC
   weight = jnp.cos((gap - 1).astype(jnp.float32) / jnp.maximum(gap_limit, 1) * (jnp.pi / 2))
   weight = jnp.where(has_valid, weight, 0.0)[:, None] * jnp.ones((b, r))
   if cfg.appearance_min_zncc is not None:
-    zncc = jax.vmap(patch_zncc, in_axes=(0, 0, 0, 0, None, None, None))(
-        data.frames[src], px1, data.frames[tgt], px2, data.size[1:], cfg.appearance_taps,
-        cfg.appearance_spacing)
+    zncc = patch_zncc(data.frames, src[:, None], px1, tgt[:, None], px2, data.size[1:],
+                      cfg.appearance_taps, cfg.appearance_spacing)
     # Only co-visible points: a point occluded in j (G mask) is rightly unlike its target.
     unlike = ((gap >= cfg.appearance_min_gap)[:, None] & in_cycle
               & (zncc < cfg.appearance_min_zncc))
@@ -279,7 +285,7 @@ def sample_batch(key: jax.Array, data: TrainData, step: jax.Array, cfg: SamplerC
     in_cycle = in_cycle & ~unlike
 
   swap = jax.random.bernoulli(k_swap, cfg.swap_prob, (b,))
-  rgb2 = jax.vmap(bilinear)(data.frames[tgt], px2)
+  rgb2 = bilinear(data.frames, px2, tgt[:, None])
   sw = swap[:, None]
   return Batch(
       src=jnp.where(swap, tgt, src), tgt=jnp.where(swap, src, tgt),

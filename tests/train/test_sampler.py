@@ -56,7 +56,8 @@ def test_patch_zncc_is_one_for_the_same_patch_minus_one_for_its_negative_and_ign
   data = _textured_video()
   px = np.array([[10.0, 12.0], [0.0, 0.0], [47.0, 39.0], [20.5, 7.25]], np.float32)
   size = np.array([H, W], np.int32)
-  zncc = lambda a, pa, b, pb: np.asarray(sampler.patch_zncc(a, pa, b, pb, size, 5, 2.0))
+  zncc = lambda a, pa, b, pb: np.asarray(sampler.patch_zncc(np.stack([a, b]), 0, pa, 1, pb, size,
+                                                             5, 2.0))
   frame = data.frames[0]
   np.testing.assert_allclose(zncc(frame, px, frame, px), 1.0, atol=1e-4)
   np.testing.assert_allclose(zncc(frame, px, 1.0 - frame, px), -1.0, atol=1e-4)
