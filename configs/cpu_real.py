@@ -14,7 +14,10 @@ still valid; where both exist they must land within direct_agreement_px, a radiu
 agreement_px_per_frame with the gap, else the point is dropped (filtering.chain_flows). The
 sampler then drops a long-gap correspondence whose two ends do not look alike (colour-patch
 ZNCC below 0.5, sampler.patch_zncc): it removes about 80 % of the wrong long-gap
-correspondences and 17 % of the right ones (benchmarks/supervision.py --appearance).
+correspondences and 17 % of the right ones (benchmarks/supervision.py --appearance). What gets
+through is fitted with a robust flow penalty on long-gap pairs (train.surface_loss.flow_robust_px
+= 2 px: c log(1 + e / c) instead of L1), so a correspondence that the rest of the video
+contradicts pulls less than one it agrees with.
 
 Memory: the exhaustive store holds N(N-1) flows, about N^2 x 0.26 MB at 256x256 (0.26 GB for 32
 frames, 2.5 GB for 99). For longer videos use `--set data.pair_plan=banded`.
@@ -42,6 +45,7 @@ def get_config(num_steps: int = DEFAULT_STEPS):
   train.optim.lr_bijection = 3e-3
   train.optim.lr_depth = 1e-2
   loss = train.surface_loss
+  loss.flow_robust_px = 2.0
   loss.w_motion_depth = 1.0
   loss.motion_depth_steps = num_steps // 2
   return config

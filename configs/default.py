@@ -264,6 +264,13 @@ def get_config() -> ml_collections.ConfigDict:
   # SurfaceLossConfig). The volume model uses `loss` above.
   sloss = train.surface_loss = ml_collections.ConfigDict()
   sloss.w_flow = 1.0                 # Flow L1 (px).
+  # Robust flow penalty scale c (px; 0 = plain L1): a per-point error e costs c * log(1 + e / c),
+  # so a correspondence that the rest of the video contradicts by e px pulls with 1 / (1 + e / c)
+  # of the force of one the model agrees with. Only on pairs at least flow_robust_min_gap frames
+  # apart: adjacent flows are rarely wrong, and early on their large errors on fast objects are
+  # what the model must learn from.
+  sloss.flow_robust_px = 0.0
+  sloss.flow_robust_min_gap = 2
   sloss.w_surface = 10.0             # Co-visible mapped points on the target's surface (depth).
   sloss.w_layering = 10.0            # Reliable-but-occluded points behind the target's surface.
   sloss.layering_margin = 0.1        # ... by at least this much (depth units).

@@ -121,12 +121,14 @@ _POSITIVE_INT = (
     'train.steps_per_dispatch', 'train.optim.lr_decay_every', 'train.hard_mining.every',
     'train.hard_mining.stride', 'track.chunk_size', 'track.depth_stride',
     'data.raft_iters', 'data.raft_chunk', 'train.sampling.appearance_min_gap',
+    'train.surface_loss.flow_robust_min_gap',
     'train.sampling.appearance_taps')
 _POSITIVE = ('train.optim.lr_bijection', 'train.optim.lr_canonical', 'train.optim.lr_time_net',
              'model.max_depth', 'train.sampling.appearance_spacing')
 _NON_NEGATIVE = (
     'data.cycle_threshold', 'data.direct_agreement_px', 'data.occlusion_cycle_threshold',
     'data.agreement_px_per_frame', 'train.surface_loss.w_flow', 'train.surface_loss.w_surface',
+    'train.surface_loss.flow_robust_px',
     'train.surface_loss.w_layering', 'train.surface_loss.w_smooth',
     'train.surface_loss.w_depth_smooth', 'train.surface_loss.w_motion_depth',
     'model.surface.occlusion_margin', 'train.optim.lr_depth',

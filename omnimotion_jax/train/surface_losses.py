@@ -2,7 +2,9 @@
 
 Per sampled correspondence (source pixel p in frame i, flow target q in frame j), with X the
 surface point of p, X' = T_j^-1(T_i(X)) and D_j the target frame's depth surface:
-  flow      L1 in px between proj(X') and q (as the volume model's flow loss);
+  flow      L1 in px between proj(X') and q (as the volume model's flow loss), or with
+            flow_robust_px = c > 0 the robust c * log(1 + L1 / c) on pairs at least
+            flow_robust_min_gap frames apart (see robust_flow_errors);
   surface   |z(X') - D_j(q)| where the pair's cycle test passed (co-visible points land on the
             visible surface; this is what makes the depth surfaces agree across frames);
   layering  max(0, D_j(q) + margin - z(X')) where the correspondence is reliable but occluded in
@@ -29,6 +31,8 @@ from omnimotion_jax.train import losses
 class SurfaceLossConfig:
   """Weights of the surface model's losses (config.train.surface_loss)."""
   w_flow: float
+  flow_robust_px: float
+  flow_robust_min_gap: int
   w_surface: float
   w_layering: float
   layering_margin: float
@@ -45,6 +49,17 @@ class SurfaceLossConfig:
     return {'flow': self.w_flow, 'surface': self.w_surface, 'layering': self.w_layering,
             'smooth': self.w_smooth, 'depth_smooth': self.w_depth_smooth,
             'motion_depth': self.w_motion_depth * decay}
+
+
+def robust_flow_errors(err: jax.Array, scale: float) -> jax.Array:
+  """c * log(1 + e / c) of per-point L1 errors e [M] (px), c = scale (px).
+
+  Equal to e for e << c; its gradient 1 / (1 + e / c) lets a correspondence that stays far from
+  what the rest of the video implies (a wrong long-gap flow that passed the filters; the model
+  otherwise follows a third of those, benchmarks/QUALITY.md) pull less than one it agrees with.
+  Not in the reference, which uses L1 and drops each batch's largest error.
+  """
+  return scale * jnp.log1p(err / scale)
 
 
 def depth_grid_smoothness(grid: jax.Array) -> jax.Array:
@@ -66,7 +81,11 @@ def compute_losses(model: surface_lib.SurfaceModel, params, batch, video,
   target = batch.px_tgt.reshape(-1, 2)
   weights = batch.weights.reshape(-1)
   in_image = in_frame(pred, video.height, video.width)
-  terms = {'flow': losses.flow_loss(pred, target, weights, in_image, drop_max=False)}
+  err = jnp.mean(jnp.abs(pred - target), axis=-1)
+  if cfg.flow_robust_px > 0:
+    long_gap = jnp.abs(tgt - src) >= cfg.flow_robust_min_gap
+    err = jnp.where(long_gap, robust_flow_errors(err, cfg.flow_robust_px), err)
+  terms = {'flow': losses.masked_mean_l1(err, in_image, weights, drop_max=False, normalize=False)}
 
   # Depth of the target frame's surface at the flow target (not at the prediction, which moves).
   uv_target = geometry.pixels_to_normalized(target, video.height, video.width)

@@ -128,6 +128,28 @@ def test_losses_are_finite_and_layering_pushes_occluded_points_behind(model):
   assert float(jnp.max(jnp.abs(grads['depth']['grid']))) > 0
 
 
+def test_robust_flow_loss_softens_only_long_gap_errors(model):
+  """Hand-worked: at the identity start every point is 6 px off its target; the adjacent pair
+  keeps its L1 of 6, the gap-2 pair costs c * log(1 + 6 / c) = 2 log 4 with c = 2 px."""
+  config = _config()
+  params = model_lib.init_params(model, jax.random.PRNGKey(0))
+  b, r = 2, 8
+  px = jnp.asarray(np.random.default_rng(7).uniform(4, 16, (b, r, 2)), jnp.float32)
+  batch = sampler.Batch(
+      src=jnp.array([1, 2]), tgt=jnp.array([2, 4]), px_src=px, px_tgt=px + 6.0,
+      rgb_src=jnp.zeros((b, r, 3)), weights=jnp.ones((b, r)), max_gap=jnp.array(5),
+      covisible=jnp.ones((b, r), bool), occluded_tgt=jnp.zeros((b, r), bool))
+  flow = lambda **kw: float(surface_losses.compute_losses(
+      model, params, batch, VIDEO, surface_losses.SurfaceLossConfig(
+          **{**config.train.surface_loss.to_dict(), **kw}))['flow'])
+  np.testing.assert_allclose(flow(flow_robust_px=0.0), 6.0, rtol=1e-5)
+  np.testing.assert_allclose(flow(flow_robust_px=2.0), (6.0 + 2.0 * np.log(4.0)) / 2, rtol=1e-5)
+  np.testing.assert_allclose(flow(flow_robust_px=2.0, flow_robust_min_gap=3), 6.0, rtol=1e-5)
+  # The gradient of c log(1 + e / c) is 1 / (1 + e / c): a third of L1's at e = 2c.
+  grad = jax.grad(lambda e: surface_losses.robust_flow_errors(e, 2.0))(4.0)
+  np.testing.assert_allclose(grad, 1.0 / 3.0, rtol=1e-6)
+
+
 def test_surface_mapper_compiles_once_for_any_query_count(model):
   params = _perturbed(model_lib.init_params(model, jax.random.PRNGKey(0)), 0.05)
   mapper = render.make_mapper(model, VIDEO, render.occlusion_margin(model, 1.1))
