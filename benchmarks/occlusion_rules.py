@@ -13,7 +13,7 @@ visible ones it keeps visible. Runs must be at 256x256 (the metrics' resolution)
   .venv/bin/python benchmarks/occlusion_rules.py davis32 OUT/davis32_256x256_<hash>/videos \
       --config cpu_real --json benchmarks/results/real/occlusion_rules_davis32.json
   .venv/bin/python benchmarks/occlusion_rules.py endpoints ROOT/endpoints_<hash> \
-      --split ../shared/data/tapvid_davis_full_dev --config cpu_real --json ...
+      --split FULL_LENGTH_SPLIT --config cpu_real --json ...
 """
 
 import argparse
@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,6 +31,7 @@ from omnimotion_jax import pipeline  # noqa: E402
 from omnimotion_jax.config import load_config  # noqa: E402
 from omnimotion_jax.data.filtering import in_frame  # noqa: E402
 from omnimotion_jax.evaluation.score import score  # noqa: E402
+from omnimotion_jax.model import render  # noqa: E402
 from omnimotion_jax.model import surface  # noqa: E402
 
 NO_TEST = 1e9  # A margin or a cap that never binds.
@@ -39,7 +39,6 @@ NO_TEST = 1e9  # A margin or a cap that never binds.
 RULES = [(margin, a, b, cap) for margin in (0.1, 0.2, 0.4, NO_TEST) for a, b, cap in (
     (None, 0.0, 0), (3.0, 0.5, NO_TEST), (3.0, 0.5, 8), (3.0, 0.5, 16), (3.0, 0.25, NO_TEST),
     (3.0, 0.25, 16), (3.0, 0.1, NO_TEST), (4.0, 0.0, 0), (6.0, 0.0, 0), (8.0, 0.0, 0))]
-CHUNK = 4096
 
 
 def rule_name(rule) -> str:
@@ -59,19 +58,12 @@ def signals(config, run: Path, queries: np.ndarray) -> dict:
     raise SystemExit(f'{run}: the model is {video.height}x{video.width}; this needs 256x256 runs.')
 
   @jax.jit
-  def forward(px, src, tgt):
+  def forward(params, px, src, tgt):
     out = surface.map_pixels(model, params, px, src, tgt, video)
     return out['px'], out['depth'] - out['surface_depth']
 
-  def rows(px, src, tgt):
-    outs = []
-    for start in range(0, len(px), CHUNK):
-      stop = min(start + CHUNK, len(px))
-      pad = lambda x: np.concatenate([x[start:stop], np.repeat(x[stop - 1:stop], CHUNK - stop + start, 0)])
-      res = forward(jnp.asarray(pad(px), jnp.float32), jnp.asarray(pad(src), jnp.int32),
-                    jnp.asarray(pad(tgt), jnp.int32))
-      outs.append([np.asarray(x)[:stop - start] for x in res])
-    return [np.concatenate(parts) for parts in zip(*outs)]
+  rows = lambda px, src, tgt: render.map_in_chunks(forward, params, px, src, tgt,
+                                                   config.track.chunk_size)
 
   q, t = len(queries), video.num_frames
   src = np.repeat(np.round(queries[:, 0]).astype(np.int32), t)
