@@ -6,14 +6,19 @@ through every frame once with the surface model (model.kind='surface'), keeps th
 the tracker's occlusion test reads (how far the mapped point lies behind the target frame's depth
 surface, and the forward-backward distance in px), and scores each rule of RULES on them:
 occluded = (depth behind surface > margin) or (cycle distance > a + b * min(|t - t_query|, cap))
-or outside the frame. davis32 reports AJ / <δ^x / OA (strided, 256x256) per rule; endpoints the
-last-frame OA per video and, pooled, how many occluded end points each rule catches and how many
-visible ones it keeps visible. Runs must be at 256x256 (the metrics' resolution).
+or outside the frame. With --appearance it scores instead rules with a third signal, the test
+the sampler applies to long-gap supervision moved to tracking: occluded where the colour patches
+around the query and around its predicted position correlate below z (sampler.patch_zncc with
+the config's appearance_taps and appearance_spacing), from a frame gap of g on. davis32 reports
+AJ / <δ^x / OA (strided, 256x256) per rule; endpoints the last-frame OA per video and, pooled,
+how many occluded end points each rule catches and how many visible ones it keeps visible. Runs
+must be at 256x256 (the metrics' resolution).
 
   .venv/bin/python benchmarks/occlusion_rules.py davis32 OUT/davis32_256x256_<hash>/videos \
       --config cpu_real --json benchmarks/results/real/occlusion_rules_davis32.json
   .venv/bin/python benchmarks/occlusion_rules.py endpoints ROOT/endpoints_<hash> \
       --split FULL_LENGTH_SPLIT --config cpu_real --json ...
+  (either with --appearance: the appearance rules)
 """
 
 import argparse
@@ -23,6 +28,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,16 +39,24 @@ from omnimotion_jax.data.filtering import in_frame  # noqa: E402
 from omnimotion_jax.evaluation.score import score  # noqa: E402
 from omnimotion_jax.model import render  # noqa: E402
 from omnimotion_jax.model import surface  # noqa: E402
+from omnimotion_jax.train import sampler  # noqa: E402
 
 NO_TEST = 1e9  # A margin or a cap that never binds.
-# (depth margin, cycle a px, cycle b px/frame, cap frames); a None = no cycle check.
-RULES = [(margin, a, b, cap) for margin in (0.1, 0.2, 0.4, NO_TEST) for a, b, cap in (
+# (depth margin, cycle a px, cycle b px/frame, cap frames, zncc z, from gap g); a None = no
+# cycle check, a z None = no appearance check.
+RULES = [(margin, a, b, cap, None, 0) for margin in (0.1, 0.2, 0.4, NO_TEST) for a, b, cap in (
     (None, 0.0, 0), (3.0, 0.5, NO_TEST), (3.0, 0.5, 8), (3.0, 0.5, 16), (3.0, 0.25, NO_TEST),
     (3.0, 0.25, 16), (3.0, 0.1, NO_TEST), (4.0, 0.0, 0), (6.0, 0.0, 0), (8.0, 0.0, 0))]
+# --appearance: the depth-only rule and cpu_real's, each without and with a patch test.
+APPEARANCE_RULES = [(0.1, a, b, cap, z, g) for a, b, cap in ((None, 0.0, 0), (3.0, 0.5, NO_TEST))
+                    for z, g in [(None, 0)] + [(z, g) for z in (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
+                                                for g in (2, 8)]]
 
 
 def rule_name(rule) -> str:
-  margin, a, b, cap = rule
+  margin, a, b, cap, z, g = rule
+  if z is not None:
+    return rule_name((margin, a, b, cap, None, 0)) + f', patch zncc < {z:g} from gap {g}'
   depth = 'no depth test' if margin >= NO_TEST else f'depth > {margin:g}'
   if a is None:
     return depth
@@ -51,7 +65,7 @@ def rule_name(rule) -> str:
 
 
 def signals(config, run: Path, queries: np.ndarray) -> dict:
-  """Mapped tracks and both occlusion signals [Q, T] of queries [Q, 3] (t, y, x) model px."""
+  """Mapped tracks and the occlusion signals [Q, T] of queries [Q, 3] (t, y, x) model px."""
   model, params, seq = pipeline.load_trained(config, run)
   video = pipeline.video_shape(seq)
   if (video.height, video.width) != (256, 256):
@@ -71,16 +85,24 @@ def signals(config, run: Path, queries: np.ndarray) -> dict:
   px = np.repeat(queries[:, [2, 1]], t, 0).astype(np.float32)
   mapped, behind = rows(px, src, tgt)
   back, _ = rows(mapped, tgt, src)
+  frames = jnp.asarray(seq.frames, jnp.float32) / 255.0
+  size_hw = jnp.array([video.height, video.width], jnp.int32)
+  taps, spacing = config.train.sampling.appearance_taps, config.train.sampling.appearance_spacing
+  zncc = jax.jit(lambda fa, pa, fb, pb: sampler.patch_zncc(frames, fa, pa, fb, pb, size_hw, taps,
+                                                           spacing))(src, px, tgt, mapped)
   at_query = (src == tgt).reshape(q, t)
   return {'tracks': np.where(at_query[..., None], px.reshape(q, t, 2), mapped.reshape(q, t, 2)),
           'behind': behind.reshape(q, t), 'cycle': np.linalg.norm(back - px, axis=-1).reshape(q, t),
           'gap': np.abs(tgt - src).reshape(q, t), 'at_query': at_query,
+          'zncc': np.asarray(zncc).reshape(q, t),
           'outside': ~in_frame(mapped, video.height, video.width).reshape(q, t)}
 
 
 def occluded(sig: dict, rule) -> np.ndarray:
-  margin, a, b, cap = rule
+  margin, a, b, cap, z, g = rule
   occ = (sig['behind'] > margin) | sig['outside']
+  if z is not None:
+    occ |= (sig['zncc'] < z) & (sig['gap'] >= g)
   if a is not None:
     occ |= sig['cycle'] > a + b * np.minimum(sig['gap'], cap)
   return np.where(sig['at_query'], False, occ)
@@ -94,17 +116,20 @@ def main(argv=None) -> int:
   parser.add_argument('--config', default='cpu_real', help='the config the runs trained with')
   parser.add_argument('--set', dest='overrides', action='append', default=[])
   parser.add_argument('--json', default=None)
+  parser.add_argument('--appearance', action='store_true',
+                      help='score the patch-correlation rules instead of the depth/cycle grid')
   args = parser.parse_args(argv)
   config = load_config(args.config, args.overrides)
   start = time.time()
-  per_rule = {rule_name(rule): {} for rule in RULES}
+  rules = APPEARANCE_RULES if args.appearance else RULES
+  per_rule = {rule_name(rule): {} for rule in rules}
   for video_dir in sorted(p for p in Path(args.root).iterdir() if p.is_dir()):
     if args.suite == 'davis32':
       run = next(video_dir.glob('run_*'))
       with np.load(run / 'gt.npz') as gt:
         gt = dict(gt)
       sig = signals(config, run, gt['query_points'])
-      for rule in RULES:
+      for rule in rules:
         m = score(gt['query_points'], gt['target_points'], gt['occluded'], sig['tracks'],
                   occluded(sig, rule), (256, 256), 'strided')
         per_rule[rule_name(rule)][video_dir.name] = {
@@ -116,7 +141,7 @@ def main(argv=None) -> int:
       with np.load(Path(args.split) / 'endpoints.npz') as f:
         visible = f[f'{video_dir.name}/end_visible'].astype(bool)
       sig = signals(config, video_dir, queries)
-      for rule in RULES:
+      for rule in rules:
         occ = occluded(sig, rule)[:, -1]
         per_rule[rule_name(rule)][video_dir.name] = {
             'oa': float(np.mean(occ == ~visible)), 'occluded_caught': int(np.sum(occ & ~visible)),
